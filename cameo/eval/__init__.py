@@ -1,0 +1,1 @@
+"""Evaluation: offline LPIPS, image metrics, correspondence probes and the `cameo-eval` command."""
