@@ -1,0 +1,172 @@
+"""Multi-view DDIM sampling with classifier-free guidance, and whole-trajectory generation.
+
+The denoising loop is diffusers' ``DDIMScheduler`` configured from the model's training schedule (DDPM config);
+what diffusers lacks for a multi-view model is written here: clean reference views pasted back before every step
+(they are always seen at timestep 0), and the conditional / unconditional branches batched into one forward (the
+unconditional branch zeroes the camera rays via ``drop_camera`` and keeps the reference mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from tqdm.auto import tqdm
+
+from cameo.cameras import normalize_cameras, plucker_rays
+
+ProgressFn = Callable[[float], None]
+"""Receives the fraction of work done, in [0, 1]."""
+
+
+class LatentCodec(Protocol):
+    """Image <-> latent codec as used in training: images ``[N,3,H,W]`` in [-1, 1] <-> latents ``[N,C,h,w]``."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+class IdentityCodec:
+    """Pixel-space models (the ``tiny`` config): the latent is the image in [-1, 1]."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+
+def default_training_schedule(prediction_type: str) -> DDPMScheduler:
+    """The project's default training schedule (``cameo.train.config.DiffusionConfig`` defaults).
+
+    Only for models without a saved schedule (random weights in benchmarks and tests); trained checkpoints carry
+    their own in ``<checkpoint>/scheduler`` (see :func:`load_training_schedule`).
+    """
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, prediction_type=prediction_type, timestep_spacing="leading")
+
+
+def load_training_schedule(checkpoint: str | Path) -> DDPMScheduler:
+    """The DDPM schedule saved with a training checkpoint (``<checkpoint>/scheduler``; local files only)."""
+    folder = Path(checkpoint) / "scheduler"
+    if not (folder / "scheduler_config.json").is_file():
+        raise FileNotFoundError(f"{folder}/scheduler_config.json not found: not a cameo training checkpoint")
+    return DDPMScheduler.from_pretrained(str(folder), local_files_only=True)
+
+
+def ddim_from_training(schedule: DDPMScheduler | dict) -> DDIMScheduler:
+    """A deterministic DDIM (eta 0) on the same betas / prediction type / spacing as the training schedule.
+
+    ``set_alpha_to_one``: the last step returns the model's clean estimate x0 instead of re-adding the noise of
+    alpha_cumprod[0]; ``clip_sample`` off because latents are not bounded to [-1, 1].
+    """
+    config = dict(schedule.config if isinstance(schedule, DDPMScheduler) else schedule)
+    if config.get("prediction_type") not in ("epsilon", "v_prediction"):
+        raise ValueError(f"unsupported prediction_type {config.get('prediction_type')!r} (epsilon or v_prediction)")
+    config.update(clip_sample=False, set_alpha_to_one=True)
+    return DDIMScheduler.from_config(config)
+
+
+def denoise(
+    model: torch.nn.Module,
+    scheduler: DDIMScheduler,
+    clean: torch.Tensor,
+    ref_mask: torch.Tensor,
+    plucker: torch.Tensor,
+    steps: int = 50,
+    cfg: float = 2.0,
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """DDIM-sample the target views of ``clean [B,F,C,h,w]`` (only its reference views are read).
+
+    ``ref_mask [B,F]`` marks references, ``plucker [B,F,6,H,W]`` the normalised camera rays. Returns the latents
+    ``[B,F,C,h,w]`` with the references unchanged. Initial noise is drawn on the CPU from ``generator`` so results
+    depend only on the seed, not on the device.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    b = clean.shape[0]
+    device = clean.device
+    ref_mask = ref_mask.to(device)
+    keep = ref_mask[:, :, None, None, None]
+    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(device, clean.dtype)
+    x = torch.where(keep, clean, noise * scheduler.init_noise_sigma)
+    guided = cfg != 1.0
+    # Conditional and unconditional branches share one forward: inputs duplicated, camera dropped in the 2nd half.
+    reps = 2 if guided else 1
+    drop = torch.arange(reps * b, device=device) >= b
+    mask_in, plucker_in = ref_mask.repeat(reps, 1), plucker.repeat(reps, 1, 1, 1, 1)
+    scheduler.set_timesteps(steps, device=device)
+    for i, t in enumerate(scheduler.timesteps):
+        timesteps = torch.where(ref_mask, torch.zeros_like(t), t).long()
+        with torch.no_grad():
+            pred = model(x.repeat(reps, 1, 1, 1, 1), timesteps.repeat(reps, 1), plucker_in, mask_in,
+                         drop if guided else None)
+        if guided:
+            cond, uncond = pred.chunk(2)
+            pred = uncond + cfg * (cond - uncond)
+        x = scheduler.step(pred.flatten(0, 1), t, x.flatten(0, 1), eta=0.0).prev_sample.view_as(x)
+        x = torch.where(keep, clean, x)  # references stay clean
+        if progress is not None:
+            progress((i + 1) / len(scheduler.timesteps))
+    return x
+
+
+def normalized_plucker(c2w: torch.Tensor, K: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Plücker rays ``[..., V, 6, H, W]`` of cameras made relative to view 0, farthest at distance 1 (training's)."""
+    c2w_n, _ = normalize_cameras(c2w.float(), ref=0)
+    return plucker_rays(c2w_n, K.float(), height, width)
+
+
+def _check_views(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, what: str) -> None:
+    n = images.shape[0] if images is not None else K.shape[0]
+    if K.shape != (n, 3, 3) or c2w.shape != (n, 4, 4):
+        raise ValueError(f"{what}: expected K [{n},3,3] and c2w [{n},4,4], got {tuple(K.shape)}, {tuple(c2w.shape)}")
+
+
+def sample_views(
+    model: torch.nn.Module,
+    codec: LatentCodec,
+    ref_images: torch.Tensor,
+    ref_K: torch.Tensor,
+    ref_c2w: torch.Tensor,
+    target_K: torch.Tensor,
+    target_c2w: torch.Tensor,
+    steps: int = 50,
+    cfg: float = 2.0,
+    seed: int = 0,
+    schedule: DDPMScheduler | dict | None = None,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """Generate ``M`` target views from ``N`` posed references in one joint sample.
+
+    ``ref_images [N,3,H,W]`` in [0, 1]; ``*_K`` pixel intrinsics of ``H x W`` images; ``*_c2w`` OpenCV
+    camera-to-world (any world frame and scale: cameras are normalised here relative to the first reference).
+    ``schedule``: the model's training schedule (default: :func:`default_training_schedule` with the model's
+    ``config.prediction_type``). Returns ``[M,3,H,W]`` in [0, 1].
+    """
+    if ref_images.ndim != 4 or ref_images.shape[1] != 3:
+        raise ValueError(f"ref_images must be [N,3,H,W], got {tuple(ref_images.shape)}")
+    _check_views(ref_images, ref_K, ref_c2w, "references")
+    _check_views(None, target_K, target_c2w, "targets")
+    n, m = ref_images.shape[0], target_K.shape[0]
+    height, width = ref_images.shape[-2:]
+    device = next(model.parameters()).device
+    schedule = schedule if schedule is not None else default_training_schedule(model.config.prediction_type)
+    with torch.no_grad():
+        ref_latents = codec.encode(ref_images.to(device) * 2 - 1)
+    clean = torch.zeros((1, n + m, *ref_latents.shape[1:]), device=device, dtype=ref_latents.dtype)
+    clean[0, :n] = ref_latents
+    ref_mask = (torch.arange(n + m, device=device) < n)[None]
+    plucker = normalized_plucker(torch.cat([ref_c2w, target_c2w]), torch.cat([ref_K, target_K]), height, width)
+    generator = torch.Generator().manual_seed(seed)
+    latents = denoise(model, ddim_from_training(schedule), clean, ref_mask, plucker[None].to(device), steps, cfg,
+                      generator, progress)
+    with torch.no_grad():
+        images = codec.decode(latents[0, n:])
+    return ((images.float() + 1) / 2).clamp(0, 1).cpu()
