@@ -10,34 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
-
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
 
 from cameo.cameras import normalize_cameras, plucker_rays
+from cameo.model.codec import LatentCodec
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction of work done, in [0, 1]."""
-
-
-class LatentCodec(Protocol):
-    """Image <-> latent codec as used in training: images ``[N,3,H,W]`` in [-1, 1] <-> latents ``[N,C,h,w]``."""
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
-
-
-class IdentityCodec:
-    """Pixel-space models (the ``tiny`` config): the latent is the image in [-1, 1]."""
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return images
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents
 
 
 def default_training_schedule(prediction_type: str) -> DDPMScheduler:
@@ -159,7 +140,7 @@ def sample_views(
     device = next(model.parameters()).device
     schedule = schedule if schedule is not None else default_training_schedule(model.config.prediction_type)
     with torch.no_grad():
-        ref_latents = codec.encode(ref_images.to(device) * 2 - 1)
+        ref_latents = codec.encode(ref_images.to(device))
     clean = torch.zeros((1, n + m, *ref_latents.shape[1:]), device=device, dtype=ref_latents.dtype)
     clean[0, :n] = ref_latents
     ref_mask = (torch.arange(n + m, device=device) < n)[None]
@@ -169,4 +150,4 @@ def sample_views(
                       generator, progress)
     with torch.no_grad():
         images = codec.decode(latents[0, n:])
-    return ((images.float() + 1) / 2).clamp(0, 1).cpu()
+    return images.float().clamp(0, 1).cpu()

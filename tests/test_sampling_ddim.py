@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from cameo.cameras import look_at
-from cameo.sampling import IdentityCodec, ddim_from_training, default_training_schedule, denoise, sample_views
+from cameo.model.codec import IdentityCodec
+from cameo.sampling import ddim_from_training, default_training_schedule, denoise, sample_views
 
 
 class OracleModel(nn.Module):
