@@ -1,0 +1,298 @@
+"""The training engine: accelerate (CPU, one or many GPUs, bf16), gradient accumulation, NaN-skipping,
+atomic checkpoints with exact resume, a tqdm bar and a metrics.jsonl log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_constant_schedule_with_warmup
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from cameo.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    register_model_io,
+    replace_dir_atomic,
+    save_checkpoint,
+    write_text_atomic,
+)
+from cameo.train.components import Components
+from cameo.train.config import TrainConfig, dump_config
+from cameo.train.sampler import StreamBatchSampler
+from cameo.train.step import (
+    camera_conditioning,
+    camera_dropout,
+    denoising_loss,
+    noise_targets,
+    random_ref_mask,
+    step_generator,
+)
+
+METRICS = "metrics.jsonl"
+EXPORT = "model"
+
+# validate(cfg, unet (unwrapped, eval mode), components, noise scheduler) -> metrics such as {"val_psnr": ...}
+Validator = Callable[[TrainConfig, torch.nn.Module, Components, DDPMScheduler], dict[str, float]]
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by ``stop_after`` (tests): the run stops abruptly after a given optimiser step."""
+
+
+def make_noise_scheduler(cfg: TrainConfig) -> DDPMScheduler:
+    """The DDPM training schedule described by ``cfg.diffusion`` (saved with every checkpoint)."""
+    d = cfg.diffusion
+    return DDPMScheduler(
+        num_train_timesteps=d.num_train_timesteps,
+        beta_schedule=d.beta_schedule,
+        beta_start=d.beta_start,
+        beta_end=d.beta_end,
+        prediction_type=d.prediction_type,
+        rescale_betas_zero_snr=d.rescale_betas_zero_snr,
+        timestep_spacing=d.timestep_spacing,
+        clip_sample=False,
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    build: Callable[[TrainConfig, Accelerator], Components],
+    resume: bool = False,
+    validate: Validator | None = None,
+    stop_after: int | None = None,
+) -> Path:
+    """Train ``cfg`` and return the exported model folder ``<output_dir>/model``.
+
+    ``build`` creates the model and data (after seeding, so initial weights are deterministic). With ``resume``
+    training continues from the newest complete checkpoint exactly as if it had never stopped.
+    """
+    run_dir = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.optim.grad_accum,
+        step_scheduler_with_optimizer=False,
+        # without CUDA, accelerate only joins the processes of a torchrun/accelerate launch when told to use CPU
+        cpu=not torch.cuda.is_available(),
+    )
+    previous = latest_checkpoint(run_dir)
+    if previous is not None and not resume:
+        raise FileExistsError(f"{run_dir} already holds checkpoints ({previous.name}); pass --resume or a new output_dir")
+    set_seed(cfg.seed)
+    parts = build(cfg, accelerator)
+    noise_scheduler = make_noise_scheduler(cfg)
+    use_cameo = cfg.cameo.enabled and parts.cameo is not None
+    modules = [parts.unet] + ([parts.cameo] if use_cameo else [])
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    lr_schedule = get_constant_schedule_with_warmup(optimizer, cfg.optim.warmup_steps)
+    prepared = accelerator.prepare(*modules, optimizer, lr_schedule)
+    unet, cameo = prepared[0], (prepared[1] if use_cameo else None)
+    optimizer, lr_schedule = prepared[-2], prepared[-1]
+    register_model_io(accelerator, ["unet", "cameo_head"][: len(modules)])
+
+    state: dict[str, Any] = {"step": 0, "micro_step": 0, "nan_skips": 0, "metrics": {}}
+    if previous is not None:
+        state = load_checkpoint(accelerator, previous)
+        if accelerator.is_main_process:
+            _truncate_metrics(run_dir / METRICS, state["step"])
+    elif accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+
+    sampler = StreamBatchSampler(
+        len(parts.train_set), cfg.optim.batch_size, cfg.seed,
+        accelerator.process_index, accelerator.num_processes, start=state["micro_step"],
+    )
+    batches = iter(DataLoader(parts.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers))
+
+    def save(step_state: dict[str, Any]) -> None:
+        save_checkpoint(accelerator, run_dir, step_state["step"], step_state, cfg.keep_checkpoints,
+                        extra=lambda folder: noise_scheduler.save_pretrained(folder / "scheduler"))
+
+    bar = tqdm(total=cfg.optim.max_steps, initial=state["step"], desc=cfg.name, dynamic_ncols=True,
+               disable=not accelerator.is_main_process)
+    window: dict[str, list[float]] = {"loss": [], "loss_denoise": [], "loss_cameo": []}
+    window_start = time.perf_counter()
+    while state["step"] < cfg.optim.max_steps:
+        step_ok = True
+        for _ in range(cfg.optim.grad_accum):
+            batch = next(batches)
+            gen = step_generator(cfg.seed, state["micro_step"], accelerator.process_index)
+            with accelerator.accumulate(*modules):
+                terms = _losses(cfg, parts, unet, cameo, batch, gen, noise_scheduler, accelerator, use_cameo)
+                loss = terms["loss"]
+                finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "sum")
+                micro_ok = bool(finite.item() == accelerator.num_processes)
+                step_ok &= micro_ok
+                if micro_ok:
+                    accelerator.backward(loss)
+                    for k, v in terms.items():
+                        window[k].append(float(v.detach()))
+                if accelerator.sync_gradients:
+                    if step_ok:
+                        if cfg.optim.max_grad_norm is not None:
+                            accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+                        optimizer.step()
+                        lr_schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+            state["micro_step"] += 1
+        if not step_ok:
+            state["nan_skips"] += 1
+        state["step"] += 1
+        bar.update(1)
+        means = {k: sum(v) / len(v) for k, v in window.items() if v}
+        bar.set_postfix({k.replace("loss_", ""): f"{v:.4f}" for k, v in means.items()} | {"nan": state["nan_skips"]})
+        last = state["step"] == cfg.optim.max_steps
+        record: dict[str, Any] = {}
+        if state["step"] % cfg.log_every == 0 or last:
+            record = _reduce_means(accelerator, means)
+            elapsed = time.perf_counter() - window_start
+            record |= {"lr": lr_schedule.get_last_lr()[0], "nan_skips": state["nan_skips"],
+                       "steps_per_s": len(window["loss"]) / cfg.optim.grad_accum / max(elapsed, 1e-9)}
+            window = {k: [] for k in window}
+            window_start = time.perf_counter()
+        if validate is not None and cfg.val_every and (state["step"] % cfg.val_every == 0 or last):
+            record |= _run_validation(cfg, accelerator, unet, parts, noise_scheduler, validate)
+        if record:
+            record = {"step": state["step"], **record}
+            state["metrics"] = record
+            if accelerator.is_main_process:
+                with open(run_dir / METRICS, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if state["step"] % cfg.checkpoint_every == 0 or last:
+            save(state)
+        if stop_after is not None and state["step"] >= stop_after and not last:
+            bar.close()
+            raise TrainingInterrupted(f"stopped after step {state['step']}")
+    bar.close()
+    if previous is None and cfg.optim.max_steps == 0:
+        save(state)  # nothing trained: the export still needs a checkpoint to copy
+    export = run_dir / EXPORT
+    if accelerator.is_main_process:
+        export_model(latest_checkpoint(run_dir), export, cfg)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return export
+
+
+def _losses(
+    cfg: TrainConfig,
+    parts: Components,
+    unet: torch.nn.Module,
+    cameo: torch.nn.Module | None,
+    batch: dict[str, Any],
+    gen: torch.Generator,
+    scheduler: DDPMScheduler,
+    accelerator: Accelerator,
+    use_cameo: bool,
+) -> dict[str, torch.Tensor]:
+    """Total, denoising and CAMEO losses of one micro-batch."""
+    device = accelerator.device
+    images = batch["images"].to(device)
+    b, f, _, height, width = images.shape
+    ref_mask = random_ref_mask(b, f, cfg.data.min_refs, cfg.data.max_refs, gen)
+    drop = camera_dropout(b, cfg.cfg_drop_prob, cfg.cfg_drop_mode, gen)
+    plucker = camera_conditioning(batch["c2w"].to(device), batch["K"].to(device), height, width)
+    clean = batch["latents"].to(device) if "latents" in batch else _to_model_space(parts, images)
+    noised = noise_targets(clean, ref_mask, scheduler, gen)
+    ref_mask, drop = ref_mask.to(device), drop.to(device)
+    with accelerator.autocast():
+        prediction, logits = parts.forward(unet, noised.noisy, noised.timesteps, plucker, ref_mask, drop, use_cameo)
+    loss_denoise = denoising_loss(prediction, noised.target, ref_mask)
+    terms = {"loss_denoise": loss_denoise}
+    loss = loss_denoise
+    if use_cameo:
+        if logits is None:
+            raise RuntimeError("CAMEO is enabled but the model returned no attention logits")
+        with torch.autocast(device_type=device.type, enabled=False):  # the CAMEO loss is computed in fp32
+            loss_cameo = cameo(logits.float(), batch["pointmaps"].to(device).float())
+        terms["loss_cameo"] = loss_cameo
+        loss = loss + cfg.cameo.weight * loss_cameo
+    terms["loss"] = loss
+    return terms
+
+
+def _to_model_space(parts: Components, images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> the model's clean sample: [-1, 1] pixels, or frozen-codec latents."""
+    scaled = images * 2.0 - 1.0
+    if parts.encode is None:
+        return scaled
+    with torch.no_grad():
+        latents = parts.encode(scaled.flatten(0, 1))
+    return latents.unflatten(0, images.shape[:2])
+
+
+def _reduce_means(accelerator: Accelerator, means: dict[str, float]) -> dict[str, float]:
+    """Average the per-process window means over processes."""
+    out = {}
+    for key, value in sorted(means.items()):
+        tensor = torch.tensor([value], device=accelerator.device)
+        out[key] = float(accelerator.reduce(tensor, "mean").item())
+    return out
+
+
+def _run_validation(
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    unet: torch.nn.Module,
+    parts: Components,
+    scheduler: DDPMScheduler,
+    validate: Validator,
+) -> dict[str, float]:
+    """Run ``validate`` on the main process without disturbing training RNG or train mode."""
+    result: dict[str, float] = {}
+    if accelerator.is_main_process and parts.val_set is not None:
+        model = accelerator.unwrap_model(unet)
+        model.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(cfg.seed)
+            result = validate(cfg, model, parts, scheduler)
+        model.train()
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric records written after the checkpoint being resumed (they will be written again)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def export_model(checkpoint: Path, export: Path, cfg: TrainConfig) -> None:
+    """Copy the model parts of a checkpoint (UNet, scheduler, CAMEO head, codec) into a standalone folder."""
+    tmp = export.with_name(f".{export.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name in ("unet", "scheduler"):
+        shutil.copytree(checkpoint / name, tmp / name)
+    if (checkpoint / "cameo_head.safetensors").is_file():
+        shutil.copy2(checkpoint / "cameo_head.safetensors", tmp / "cameo_head.safetensors")
+    codec = codec_folder(cfg)
+    if codec is not None:
+        shutil.copytree(codec, tmp / "autoencoder")
+    (tmp / "train_config.yaml").write_text(dump_config(cfg))
+    replace_dir_atomic(tmp, export)
+
+
+def codec_folder(cfg: TrainConfig) -> Path | None:
+    """Folder of the trained small autoencoder of a latent config (None for pixel or SD-VAE models)."""
+    if cfg.model.codec != "small":
+        return None
+    return Path(cfg.model.codec_path) if cfg.model.codec_path else Path(cfg.output_dir) / "autoencoder"

@@ -1,0 +1,131 @@
+"""Training engine: exact resume, crash-safe checkpoints, NaN skipping, metrics log, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState, PartialState
+
+from cameo.train.checkpoint import latest_checkpoint
+from cameo.train.loop import TrainingInterrupted, train
+from tests.train_standins import ToyScenes, ToyUNet, params_of, toy_builder, toy_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    torch.set_num_threads(1)
+    yield
+    _reset()
+
+
+def _reset():
+    """Each run builds its own Accelerator; accelerate keeps process-wide singletons between them."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def test_train_resume_matches_uninterrupted_run(tmp_path):
+    straight = train(toy_config(tmp_path / "straight"), toy_builder())
+    _reset()
+    cfg = toy_config(tmp_path / "resumed")
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, toy_builder(), stop_after=4)  # dies one step after the step-3 checkpoint
+    assert latest_checkpoint(Path(cfg.output_dir)).name == "step-0000003"
+    _reset()
+    resumed = train(cfg, toy_builder(), resume=True)
+    a, b = params_of(straight), params_of(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    init = ToyUNet()
+    assert not torch.equal(a["unet.conv_in.weight"], init.conv_in.weight), "training did not change the weights"
+    # metrics of steps 4.. were written twice (before the kill and after resume); the log keeps one copy each
+    steps = [json.loads(line)["step"] for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_train_refuses_to_overwrite_and_survives_partial_checkpoint(tmp_path):
+    cfg = toy_config(tmp_path / "run")
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, toy_builder(), stop_after=3)
+    _reset()
+    with pytest.raises(FileExistsError):
+        train(cfg, toy_builder())
+    _reset()
+    # a kill during the next save leaves a temporary folder; the previous checkpoint stays the valid one
+    partial = Path(cfg.output_dir) / "checkpoints" / ".tmp-step-0000006"
+    partial.mkdir()
+    (partial / "optimizer.bin").write_bytes(b"truncated")
+    assert latest_checkpoint(Path(cfg.output_dir)).name == "step-0000003"
+    export = train(cfg, toy_builder(), resume=True)
+    assert (export / "unet" / "config.json").is_file() and (export / "scheduler" / "scheduler_config.json").is_file()
+    assert not partial.exists()
+    saved = json.loads((Path(cfg.output_dir) / "checkpoints" / "step-0000006" / "trainer_state.json").read_text())
+    assert saved["step"] == 6 and saved["micro_step"] == 6
+
+
+def test_train_nan_loss_skips_the_step(tmp_path):
+    cfg = toy_config(tmp_path / "nan")
+    cfg.optim.max_steps = 1
+    cfg.optim.batch_size = len(ToyScenes())  # every item in the one batch, including the poisoned one
+    keep: dict = {}
+    train(cfg, toy_builder(nan_item=5, keep=keep))
+    initial = _initial_weights(cfg)
+    for name, value in initial.state_dict().items():
+        assert torch.equal(keep["parts"].unet.state_dict()[name], value), f"{name} changed by a NaN step"
+    record = json.loads((Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["nan_skips"] == 1
+
+
+def _initial_weights(cfg) -> ToyUNet:
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    return ToyUNet()
+
+
+def test_train_nan_run_continues_with_finite_steps(tmp_path):
+    cfg = toy_config(tmp_path / "nan2")
+    cfg.optim.batch_size = 6  # two batches per epoch; item 5 is poisoned once per epoch
+    train(cfg, toy_builder(nan_item=5))
+    records = [json.loads(x) for x in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["nan_skips"] == 3  # one poisoned batch per epoch of 2 steps, 6 steps
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)
+    assert all(torch.isfinite(v).all() for v in params_of(Path(cfg.output_dir) / "model").values())
+
+
+def test_train_writes_loss_terms_and_scheduler(tmp_path):
+    cfg = toy_config(tmp_path / "log")
+    cfg.diffusion.prediction_type = "v_prediction"
+    export = train(cfg, toy_builder())
+    record = json.loads((Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"step", "loss", "loss_denoise", "loss_cameo", "lr", "steps_per_s", "nan_skips"} <= record.keys()
+    expected = record["loss_denoise"] + cfg.cameo.weight * record["loss_cameo"]
+    assert record["loss"] == pytest.approx(expected, rel=1e-5)
+    from diffusers import DDPMScheduler
+
+    assert DDPMScheduler.from_pretrained(export / "scheduler").config.prediction_type == "v_prediction"
+
+
+def test_train_two_cpu_processes_keep_identical_parameters(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "tests.train_standins", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert int(rank0["world_size"]) == 2, "the processes did not join one process group"
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
+    init = _initial_weights(toy_config(tmp_path))
+    assert not torch.equal(rank0["unet.conv_in.weight"], init.conv_in.weight)
+    assert latest_checkpoint(tmp_path / "run").name == "step-0000003"
