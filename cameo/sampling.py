@@ -8,8 +8,10 @@ unconditional branch zeroes the camera rays via ``drop_camera`` and keeps the re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
@@ -62,12 +64,13 @@ def denoise(
     cfg: float = 2.0,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DDIM-sample the target views of ``clean [B,F,C,h,w]`` (only its reference views are read).
 
     ``ref_mask [B,F]`` marks references, ``plucker [B,F,6,H,W]`` the normalised camera rays. Returns the latents
     ``[B,F,C,h,w]`` with the references unchanged. Initial noise is drawn on the CPU from ``generator`` so results
-    depend only on the seed, not on the device.
+    depend only on the seed, not on the device; ``noise`` (shaped like ``clean``) overrides the draw.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -75,7 +78,9 @@ def denoise(
     device = clean.device
     ref_mask = ref_mask.to(device)
     keep = ref_mask[:, :, None, None, None]
-    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(device, clean.dtype)
+    if noise is None:
+        noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32)
+    noise = noise.to(device, clean.dtype)
     x = torch.where(keep, clean, noise * scheduler.init_noise_sigma)
     guided = cfg != 1.0
     # Conditional and unconditional branches share one forward: inputs duplicated, camera dropped in the 2nd half.
@@ -150,4 +155,121 @@ def sample_views(
                       generator, progress)
     with torch.no_grad():
         images = codec.decode(latents[0, n:])
+    return images.float().clamp(0, 1).cpu()
+
+
+class PlanGroup(Protocol):
+    """One sampling group of a trajectory plan; indices address the views ``inputs + path`` (inputs first)."""
+
+    cond: Sequence[int]
+    targets: Sequence[int]
+
+
+class TrajectoryPlan(Protocol):
+    """Passes of groups (trajectories.plan): pass k may condition on inputs and views generated in passes < k."""
+
+    passes: Sequence[Sequence[PlanGroup]]
+
+
+@dataclass(frozen=True)
+class _Job:
+    pass_index: int
+    group_index: int
+    cond: tuple[int, ...]
+    targets: tuple[int, ...]
+
+
+def _plan_jobs(plan: TrajectoryPlan, num_inputs: int, num_views: int) -> list[list[_Job]]:
+    """Validate the plan (every path view generated exactly once, conditioning only on known views)."""
+    known, done, jobs = set(range(num_inputs)), set(), []
+    for p, groups in enumerate(plan.passes):
+        made: set[int] = set()
+        jobs.append([])
+        for g, group in enumerate(groups):
+            cond, targets = tuple(int(i) for i in group.cond), tuple(int(i) for i in group.targets)
+            if not cond or not targets:
+                raise ValueError(f"plan pass {p} group {g}: needs conditioning views and targets")
+            if unknown := [i for i in cond if i not in known]:
+                raise ValueError(f"plan pass {p} group {g}: conditions on views {unknown} not generated before")
+            if bad := [i for i in targets if not num_inputs <= i < num_views or i in done or i in made]:
+                raise ValueError(f"plan pass {p} group {g}: targets {bad} are inputs, out of range or repeated")
+            made.update(targets)
+            jobs[-1].append(_Job(p, g, cond, targets))
+        done |= made
+        known |= made
+    if missing := sorted(set(range(num_inputs, num_views)) - done):
+        raise ValueError(f"plan leaves path views {missing} ungenerated")
+    return jobs
+
+
+def generate_trajectory(
+    model: torch.nn.Module,
+    codec: LatentCodec,
+    input_images: torch.Tensor,
+    input_K: torch.Tensor,
+    input_c2w: torch.Tensor,
+    path_K: torch.Tensor,
+    path_c2w: torch.Tensor,
+    plan: TrajectoryPlan,
+    steps: int = 50,
+    cfg: float = 2.0,
+    seed: int = 0,
+    schedule: DDPMScheduler | dict | None = None,
+    groups_per_batch: int = 4,
+    progress: ProgressFn | None = None,
+    show_progress: bool = True,
+) -> torch.Tensor:
+    """Generate every path view with a multi-pass group plan (e.g. anchors first, then the rest).
+
+    Views are indexed ``inputs (N) + path (M)``. Each group is sampled jointly: its conditioning views (clean
+    latents: encoded inputs or latents generated in an earlier pass) followed by its targets, with cameras
+    normalised relative to the group's first conditioning view. Groups of a pass with the same shape are batched
+    ``groups_per_batch`` at a time; each group's noise comes from its own seed, so batching does not change results.
+    Returns the path images ``[M,3,H,W]`` in [0, 1].
+    """
+    if input_images.ndim != 4 or input_images.shape[1] != 3:
+        raise ValueError(f"input_images must be [N,3,H,W], got {tuple(input_images.shape)}")
+    _check_views(input_images, input_K, input_c2w, "inputs")
+    _check_views(None, path_K, path_c2w, "path")
+    n, m = input_images.shape[0], path_K.shape[0]
+    height, width = input_images.shape[-2:]
+    jobs = _plan_jobs(plan, n, n + m)
+    device = next(model.parameters()).device
+    schedule = schedule if schedule is not None else default_training_schedule(model.config.prediction_type)
+    scheduler = ddim_from_training(schedule)
+    K_all, c2w_all = torch.cat([input_K, path_K]).float(), torch.cat([input_c2w, path_c2w]).float()
+    with torch.no_grad():
+        first = codec.encode(input_images.to(device))
+    latents = torch.zeros((n + m, *first.shape[1:]), device=device, dtype=first.dtype)
+    latents[:n] = first
+    total, finished = sum(len(p) for p in jobs), 0
+    bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
+    for pass_jobs in jobs:
+        by_shape: dict[tuple[int, int], list[_Job]] = {}
+        for job in pass_jobs:
+            by_shape.setdefault((len(job.cond), len(job.targets)), []).append(job)
+        for (n_cond, _), same in by_shape.items():
+            for start in range(0, len(same), groups_per_batch):
+                batch = same[start:start + groups_per_batch]
+                views = torch.tensor([job.cond + job.targets for job in batch], device=device)  # [B, F]
+                clean = latents[views].clone()
+                clean[:, n_cond:] = 0
+                ref_mask = (torch.arange(views.shape[1], device=device) < n_cond).expand(len(batch), -1)
+                plucker = normalized_plucker(c2w_all[views.cpu()], K_all[views.cpu()], height, width).to(device)
+                noise = torch.stack([
+                    torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(
+                        seed * 1_000_003 + 1000 * job.pass_index + job.group_index))
+                    for job in batch])
+
+                def report(fraction: float, done: int = finished, size: int = len(batch)) -> None:
+                    if progress is not None:
+                        progress((done + fraction * size) / total)
+
+                out = denoise(model, scheduler, clean, ref_mask, plucker, steps, cfg, progress=report, noise=noise)
+                latents[views[:, n_cond:]] = out[:, n_cond:]
+                finished += len(batch)
+                bar.update(len(batch))
+    bar.close()
+    with torch.no_grad():
+        images = torch.cat([codec.decode(chunk) for chunk in latents[n:].split(16)])
     return images.float().clamp(0, 1).cpu()
