@@ -1,0 +1,1 @@
+"""Training data: procedural multi-view scenes, real dataset loaders, pointmaps and sample datasets."""
