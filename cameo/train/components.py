@@ -7,15 +7,19 @@ packages; tests pass tiny stand-ins through the same record.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 # forward(model, sample [B,F,C,h,w], timesteps [B,F], plucker [B,F,6,H,W], ref_mask [B,F], drop_camera [B],
-#         want_logits) -> (prediction [B,F,C,h,w], attention logits [B,heads,F*L,F*L] at the CAMEO layer or None)
-ForwardFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+#         want_attention) -> (prediction [B,F,C,h,w], what the CAMEO loss needs from the supervised layer, or None)
+ForwardFn = Callable[..., tuple[torch.Tensor, Any]]
+# cameo(attention, pointmaps [B,F,3,H,W]) -> scalar CAMEO loss (fp32)
+CameoFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -30,7 +34,9 @@ class Components:
     """Sample dicts as in docs/CONTRACTS.md."""
     val_set: Dataset | None = None
     """Held-out sample dicts for validation PSNR."""
-    cameo: nn.Module | None = None
-    """CAMEO objective ``(logits, pointmaps) -> loss``; its parameters (the MLP head) are trained with the UNet."""
-    encode: Callable[[torch.Tensor], torch.Tensor] | None = None
-    """Frozen codec: images ``[N,3,H,W]`` in [-1, 1] -> latents ``[N,C,h,w]``; None = pixel-space model."""
+    cameo: CameoFn | None = None
+    """CAMEO objective; if it is a module with parameters they are trained (and saved) with the UNet."""
+    codec: Any = None
+    """Frozen ``cameo.model.LatentCodec`` (encode [0, 1] images -> latents, decode back); None = pixels in [-1, 1]."""
+    export_folders: dict[str, Path] = field(default_factory=dict)
+    """Folders copied into the exported model folder under the given names (e.g. the trained autoencoder)."""

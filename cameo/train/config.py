@@ -50,11 +50,10 @@ class ModelConfig:
     preset: str = "demo-cpu"
     """``cameo.model`` configuration name: ``tiny``, ``demo-cpu`` or ``sd21``."""
     pretrained: str | None = None
-    """Local diffusers Stable Diffusion 2.1 folder (``sd21`` only; weights and VAE are read from it)."""
-    codec: Literal["none", "small", "sd-vae"] = "none"
-    """Latent codec: none (pixel space), the small autoencoder trained by ``cameo-train autoencoder``, or the SD VAE."""
+    """Local diffusers Stable Diffusion 2.1 folder: UNet weights and the VAE codec are read from it."""
     codec_path: str | None = None
-    """Folder of a trained small autoencoder; default ``<output_dir>/autoencoder``."""
+    """Latent presets without ``pretrained``: folder of the small autoencoder trained by ``cameo-train
+    autoencoder`` (default ``<output_dir>/autoencoder``)."""
     cache_latents: bool = True
     """Encode every training image once with the frozen codec and reuse the latents."""
 

@@ -93,14 +93,15 @@ def train(
     parts = build(cfg, accelerator)
     noise_scheduler = make_noise_scheduler(cfg)
     use_cameo = cfg.cameo.enabled and parts.cameo is not None
-    modules = [parts.unet] + ([parts.cameo] if use_cameo else [])
+    own_params = use_cameo and isinstance(parts.cameo, torch.nn.Module) and any(True for _ in parts.cameo.parameters())
+    modules = [parts.unet] + ([parts.cameo] if own_params else [])
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
     lr_schedule = get_constant_schedule_with_warmup(optimizer, cfg.optim.warmup_steps)
     prepared = accelerator.prepare(*modules, optimizer, lr_schedule)
-    unet, cameo = prepared[0], (prepared[1] if use_cameo else None)
+    unet, cameo = prepared[0], (prepared[1] if own_params else parts.cameo)
     optimizer, lr_schedule = prepared[-2], prepared[-1]
     register_model_io(accelerator, ["unet", "cameo_head"][: len(modules)])
 
@@ -183,7 +184,7 @@ def train(
         save(state)  # nothing trained: the export still needs a checkpoint to copy
     export = run_dir / EXPORT
     if accelerator.is_main_process:
-        export_model(latest_checkpoint(run_dir), export, cfg)
+        export_model(latest_checkpoint(run_dir), export, cfg, parts.export_folders)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return export
@@ -193,7 +194,7 @@ def _losses(
     cfg: TrainConfig,
     parts: Components,
     unet: torch.nn.Module,
-    cameo: torch.nn.Module | None,
+    cameo: Any,
     batch: dict[str, Any],
     gen: torch.Generator,
     scheduler: DDPMScheduler,
@@ -211,15 +212,15 @@ def _losses(
     noised = noise_targets(clean, ref_mask, scheduler, gen)
     ref_mask, drop = ref_mask.to(device), drop.to(device)
     with accelerator.autocast():
-        prediction, logits = parts.forward(unet, noised.noisy, noised.timesteps, plucker, ref_mask, drop, use_cameo)
+        prediction, attention = parts.forward(unet, noised.noisy, noised.timesteps, plucker, ref_mask, drop, use_cameo)
     loss_denoise = denoising_loss(prediction, noised.target, ref_mask)
     terms = {"loss_denoise": loss_denoise}
     loss = loss_denoise
     if use_cameo:
-        if logits is None:
-            raise RuntimeError("CAMEO is enabled but the model returned no attention logits")
+        if attention is None:
+            raise RuntimeError("CAMEO is enabled but the model returned no attention of the supervised layer")
         with torch.autocast(device_type=device.type, enabled=False):  # the CAMEO loss is computed in fp32
-            loss_cameo = cameo(logits.float(), batch["pointmaps"].to(device).float())
+            loss_cameo = cameo(attention, batch["pointmaps"].to(device).float())
         terms["loss_cameo"] = loss_cameo
         loss = loss + cfg.cameo.weight * loss_cameo
     terms["loss"] = loss
@@ -228,12 +229,10 @@ def _losses(
 
 def _to_model_space(parts: Components, images: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] -> the model's clean sample: [-1, 1] pixels, or frozen-codec latents."""
-    scaled = images * 2.0 - 1.0
-    if parts.encode is None:
-        return scaled
+    if parts.codec is None:
+        return images * 2.0 - 1.0
     with torch.no_grad():
-        latents = parts.encode(scaled.flatten(0, 1))
-    return latents.unflatten(0, images.shape[:2])
+        return parts.codec.encode(images)
 
 
 def _reduce_means(accelerator: Accelerator, means: dict[str, float]) -> dict[str, float]:
@@ -274,8 +273,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
-def export_model(checkpoint: Path, export: Path, cfg: TrainConfig) -> None:
-    """Copy the model parts of a checkpoint (UNet, scheduler, CAMEO head, codec) into a standalone folder."""
+def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, extra_folders: dict[str, Path]) -> None:
+    """Copy the model parts of a checkpoint (UNet, scheduler, CAMEO head) and ``extra_folders`` (the codec)
+    into a standalone folder."""
     tmp = export.with_name(f".{export.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -284,15 +284,7 @@ def export_model(checkpoint: Path, export: Path, cfg: TrainConfig) -> None:
         shutil.copytree(checkpoint / name, tmp / name)
     if (checkpoint / "cameo_head.safetensors").is_file():
         shutil.copy2(checkpoint / "cameo_head.safetensors", tmp / "cameo_head.safetensors")
-    codec = codec_folder(cfg)
-    if codec is not None:
-        shutil.copytree(codec, tmp / "autoencoder")
+    for name, folder in extra_folders.items():
+        shutil.copytree(folder, tmp / name)
     (tmp / "train_config.yaml").write_text(dump_config(cfg))
     replace_dir_atomic(tmp, export)
-
-
-def codec_folder(cfg: TrainConfig) -> Path | None:
-    """Folder of the trained small autoencoder of a latent config (None for pixel or SD-VAE models)."""
-    if cfg.model.codec != "small":
-        return None
-    return Path(cfg.model.codec_path) if cfg.model.codec_path else Path(cfg.output_dir) / "autoencoder"

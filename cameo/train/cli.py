@@ -1,0 +1,95 @@
+"""cameo-train: train the multi-view diffusion model (baseline or CAMEO) or the small latent autoencoder.
+
+Examples:
+  cameo-train --config demo-cpu                         # autoencoder first if missing, then the diffusion model
+  cameo-train autoencoder --config demo-cpu             # only the codec stage
+  cameo-train --config bench-cameo --optim.max-steps 200 --output-dir runs/try
+  cameo-train --config demo-cpu --resume                # continue from the newest complete checkpoint
+  accelerate launch --num_processes 2 -m cameo.train.cli --config sd21-re10k --model.pretrained /models/sd21
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import tyro
+
+from cameo.train.config import ConfigError, TrainConfig, load_config
+
+
+STAGES = ("train", "autoencoder")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cameo-train",
+        description=__doc__.split("\n\n")[0] + "\n\nstages: train (default) trains the diffusion model, after "
+        "training the small autoencoder when a latent preset lacks it; autoencoder trains only that codec.",
+        epilog="Every other option overrides a config field, e.g. --optim.lr 1e-4 --cameo.no-enabled "
+        "--data.path DIR. `cameo-train --config NAME --help` lists them all with the config's values. "
+        "Shipped configs: demo-cpu, bench-baseline, bench-cameo, sd21-re10k, sd21-co3d (or a YAML path).",
+        usage="cameo-train [train|autoencoder] --config CONFIG [--resume] [--section.field VALUE ...]",
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="shipped config name or path to a YAML config")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in output_dir from its newest complete checkpoint")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help (with --config: all fields)")
+    return parser
+
+
+def parse(argv: list[str] | None = None) -> tuple[str, TrainConfig, bool]:
+    """(stage, config with overrides applied, resume) from the command line."""
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stage = argv.pop(0) if argv and argv[0] in STAGES else "train"
+    args, rest = parser.parse_known_args(argv)
+    if args.config is None:
+        parser.print_help()
+        raise SystemExit(0 if args.help else 2)
+    base = load_config(args.config)
+    overrides = rest + (["--help"] if args.help else [])
+    cfg = tyro.cli(TrainConfig, default=base, args=overrides, prog=f"cameo-train --config {args.config}",
+                   description="Config fields (defaults shown are this config's values).")
+    return stage, cfg, args.resume
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cameo-train`` console script."""
+    try:
+        stage, cfg, resume = parse(argv)
+        from accelerate import PartialState
+
+        from cameo.train.autoencoder import train_autoencoder
+        from cameo.train.build import autoencoder_dir, build_components, psnr_validation
+        from cameo.train.data import ensure_data
+        from cameo.train.loop import train
+
+        folder = autoencoder_dir(cfg)
+        if stage == "autoencoder" or (folder is not None and not (folder / "config.json").is_file()):
+            # process state only (device, rank); the diffusion stage builds its Accelerator with its precision
+            state = PartialState(cpu=not _cuda())
+            ensure_data(cfg.data, state)  # all processes, before only the main one trains the codec
+            if state.is_main_process:
+                print(f"autoencoder -> {train_autoencoder(cfg, state)}", file=sys.stderr)
+            state.wait_for_everyone()
+            if stage == "autoencoder":
+                return 0
+        export = train(cfg, build_components, resume=resume, validate=psnr_validation)
+        print(f"model -> {export}", file=sys.stderr)
+        return 0
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+        print(f"cameo-train: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

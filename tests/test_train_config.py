@@ -1,0 +1,63 @@
+"""cameo-train configs: shipped files load, CLI overrides apply, bad fields fail with file + field names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from cameo.train.cli import main, parse
+from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
+
+SHIPPED = ["demo-cpu", "bench-baseline", "bench-cameo", "sd21-re10k", "sd21-co3d"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_train_shipped_configs_load_and_round_trip(name, tmp_path):
+    cfg = load_config(name)
+    assert cfg.name == name
+    path = tmp_path / "again.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(str(path)) == cfg
+
+
+def test_train_bench_configs_differ_only_in_cameo():
+    base, cameo = load_config("bench-baseline"), load_config("bench-cameo")
+    assert not base.cameo.enabled and cameo.cameo.enabled
+    same = dataclasses.replace(cameo, name=base.name, output_dir=base.output_dir,
+                               cameo=dataclasses.replace(cameo.cameo, enabled=False))
+    assert same == base
+
+
+@pytest.mark.parametrize("name", ["sd21-re10k", "sd21-co3d"])
+def test_train_paper_settings(name):
+    cfg = load_config(name)
+    assert (cfg.optim.batch_size, cfg.optim.lr, cfg.optim.betas, cfg.optim.weight_decay) == (6, 2.5e-5, (0.9, 0.999), 0.01)
+    assert (cfg.data.resolution, cfg.data.num_views, cfg.data.min_refs, cfg.data.max_refs) == (512, 4, 1, 3)
+    assert (cfg.cameo.layer, cfg.cameo.weight, cfg.cameo.tau, cfg.cameo.head) == ("10", 0.02, 1.5, "mlp")
+    assert cfg.mixed_precision == "bf16" and cfg.cfg_drop_prob == 0.1 and cfg.model.preset == "sd21"
+
+
+def test_train_cli_overrides_apply():
+    stage, cfg, resume = parse(["--config", "demo-cpu", "--optim.lr", "1e-3", "--cameo.no-enabled",
+                                "--output-dir", "runs/x", "--resume"])
+    assert (stage, resume) == ("train", True)
+    assert cfg.optim.lr == 1e-3 and not cfg.cameo.enabled and cfg.output_dir == "runs/x"
+    assert cfg.optim.batch_size == load_config("demo-cpu").optim.batch_size
+
+
+def test_train_bad_config_names_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*optim\.lrr"):
+        load_config(str(bad))
+    bad.write_text("cameo:\n  head: transformer\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*cameo\.head"):
+        load_config(str(bad))
+    assert main(["--config", str(bad)]) == 2
+    with pytest.raises(ConfigError, match="shipped"):
+        load_config("no-such-config")
+
+
+def test_train_config_dir_holds_the_shipped_configs():
+    assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == sorted(SHIPPED)
