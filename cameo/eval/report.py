@@ -1,0 +1,91 @@
+"""Evaluation outputs a person can read: CSV rows, markdown summary tables, picture grids and bar charts (PNG).
+
+Bar charts are drawn with PIL because the project has no plotting library; they are deliberately plain.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """All rows (union of their keys as columns) to ``path``."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buf.getvalue())
+
+
+def summarize(rows: list[dict], by: tuple[str, ...], values: tuple[str, ...]) -> list[dict]:
+    """Mean of each ``values`` column per group of ``by`` columns (NaN and missing values skipped), with counts."""
+    groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        key = tuple(row[k] for k in by)
+        for v in values:
+            if v in row and not math.isnan(row[v]):
+                groups[key][v].append(row[v])
+    out = []
+    for key, cols in groups.items():
+        entry = dict(zip(by, key))
+        entry.update({v: float(np.mean(cols[v])) if cols[v] else float("nan") for v in values})
+        entry["n"] = max((len(c) for c in cols.values()), default=0)
+        out.append(entry)
+    return out
+
+
+def markdown_table(rows: list[dict], digits: int = 4) -> str:
+    """A GitHub markdown table of ``rows``."""
+    if not rows:
+        return "(no rows)\n"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    fmt = lambda x: f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def picture_grid(examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], scale: int | None = None) -> Image.Image:
+    """One row per scene: references | ground-truth targets | generated targets (grey gaps between groups).
+
+    ``scale`` (default: so that a view is at least 128 px tall) enlarges small images with nearest-neighbour."""
+    rows = []
+    for refs, gt, pred in examples:
+        h, w = refs.shape[-2:]
+        gap = np.full((h, 4, 3), 128, np.uint8)
+        parts = [np.concatenate([_to_uint8(x) for x in group], axis=1) for group in (refs, gt, pred)]
+        rows.append(np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    scale = scale or max(1, 128 // examples[0][0].shape[-2])
+    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+
+
+def bar_chart(labels: list[str], values: list[float], title: str, vmax: float = 1.0) -> Image.Image:
+    """Horizontal bars with their values, one per label."""
+    bar_w, row_h, label_w = 300, 16, max(8 * max((len(s) for s in labels), default=1), 40)
+    image = Image.new("RGB", (label_w + bar_w + 70, row_h * len(labels) + 24), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((4, 4), title, fill="black")
+    for i, (label, value) in enumerate(zip(labels, values)):
+        y = 22 + i * row_h
+        draw.text((4, y), label, fill="black")
+        if not math.isnan(value):
+            draw.rectangle([label_w, y + 2, label_w + int(bar_w * min(value / vmax, 1.0)), y + row_h - 3],
+                           fill=(70, 110, 200))
+        draw.text((label_w + bar_w + 6, y), f"{value:.3f}", fill="black")
+    return image

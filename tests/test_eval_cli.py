@@ -1,0 +1,45 @@
+"""cameo-eval end to end on the tiny config (random weights, 1 scene, 1 DDIM step)."""
+
+import csv
+
+from cameo.eval.cli import main
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_nvs_writes_tables_and_pictures(tmp_path):
+    out = tmp_path / "nvs"
+    assert main(["nvs", "--config", "tiny", "--scenes", "1", "--steps", "1", "--lpips", "none",
+                 "--out", str(out)]) == 0
+    rows = _rows(out / "per_view.csv")
+    assert [(r["setting"], r["view"]) for r in rows] == [("1-to-3", "1"), ("1-to-3", "2"), ("1-to-3", "3"),
+                                                         ("2-to-2", "2"), ("2-to-2", "3")]
+    assert all(0 < float(r["psnr"]) < 100 for r in rows)
+    assert "| 1-to-3 |" in (out / "summary.md").read_text()
+    assert (out / "grid_1-to-3.png").stat().st_size > 0 and (out / "grid_2-to-2.png").is_file()
+    assert main(["nvs", "--config", "tiny", "--scenes", "1", "--out", str(out)]) == 1  # exists, no --overwrite
+
+
+def test_cli_probe_and_perturb(tmp_path):
+    assert main(["probe", "--config", "tiny", "--scenes", "1", "--layers", "10", "--grid", "16", "--pictures", "1",
+                 "--out", str(tmp_path / "probe")]) == 0
+    rows = _rows(tmp_path / "probe" / "per_pair.csv")
+    assert len(rows) == 3 and {r["layer"] for r in rows} == {"up_blocks.2.attentions.0.transformer_blocks.0.attn1"}
+    assert all(0.0 <= float(r["precision"]) <= 1.0 for r in rows)
+    assert len(list((tmp_path / "probe").glob("attention_*.png"))) == 1
+    assert main(["perturb", "--config", "tiny", "--scenes", "1", "--steps", "1", "--lpips", "none", "--layers", "10",
+                 "--settings", "2-to-2", "--out", str(tmp_path / "perturb")]) == 0
+    summary = _rows(tmp_path / "perturb" / "summary.csv")
+    assert len(summary) == 1 and float(summary[0]["psnr_to_unperturbed"]) < 100  # the perturbation changed views
+
+
+def test_cli_failure_leaves_no_output(tmp_path):
+    out = tmp_path / "bad"
+    assert main(["nvs", "--config", "tiny", "--checkpoint", str(tmp_path / "missing"), "--out", str(out)]) == 1
+    assert not out.exists() and not list(tmp_path.glob(".bad.*"))
+    bad_sdist = tmp_path / "x.tar.gz"
+    bad_sdist.write_bytes(b"x")
+    assert main(["install-lpips", "--sdist", str(bad_sdist), "--cache", str(tmp_path / "c")]) == 1
