@@ -14,16 +14,8 @@ from cameo.train.step import (
     camera_dropout,
     denoising_loss,
     noise_targets,
-    random_ref_mask,
     step_generator,
 )
-
-
-def test_train_ref_mask_counts_and_order():
-    mask = random_ref_mask(4000, 4, 1, 3, torch.Generator().manual_seed(0))
-    counts = mask.sum(1)
-    assert set(counts.tolist()) == {1, 2, 3}
-    assert torch.equal(mask, torch.arange(4)[None] < counts[:, None])  # references first
 
 
 def test_train_references_stay_clean_and_v_target():

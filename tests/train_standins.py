@@ -30,7 +30,8 @@ class ToyScenes(Dataset):
     def __len__(self) -> int:
         return self.count
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index = key[1] if isinstance(key, tuple) else key  # training reads (epoch, index); views do not vary
         gen = torch.Generator().manual_seed(index)
         f, s = self.views, self.size
         angles = torch.linspace(0, 1.2, f) + index * 0.1
@@ -43,7 +44,7 @@ class ToyScenes(Dataset):
         grid = torch.stack(torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij"), 0).float()
         points = torch.cat([grid, torch.zeros(1, s, s)], 0).expand(f, 3, s, s).clone()
         return {"images": images, "K": K, "c2w": c2w, "pointmaps": points,
-                "ref_mask": torch.arange(f) < 1, "scene_id": f"toy{index}"}
+                "ref_mask": torch.arange(f) < 1 + index % 3, "scene_id": f"toy{index}"}
 
 
 class ToyUNet(ModelMixin, ConfigMixin):
@@ -81,7 +82,7 @@ class ToyCameo(nn.Module):
         self.head = nn.Linear(heads, 1)
 
     def forward(self, logits: torch.Tensor, pointmaps: torch.Tensor) -> torch.Tensor:
-        mixed = self.head(logits.permute(0, 2, 3, 1)).squeeze(-1)
+        mixed = self.head(logits.float().permute(0, 2, 3, 1)).squeeze(-1)
         return -mixed.log_softmax(-1).diagonal(dim1=-2, dim2=-1).mean()
 
 

@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 from cameo.model import get_spec, small_autoencoder
 from cameo.train.checkpoint import replace_dir_atomic
 from cameo.train.config import TrainConfig
-from cameo.train.data import Resized, ensure_data, open_dataset, split_train_val
+from cameo.train.data import open_datasets
 
 
-def _images(dataset, indices: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-    return torch.stack([dataset[int(i)]["images"][int(v)] for i, v in zip(indices, views)])
+def _images(dataset, keys: list[tuple[int, int]], views: torch.Tensor) -> torch.Tensor:
+    """One view (``views[n]`` of the sample's F) of each ``(epoch, index)`` item."""
+    return torch.stack([dataset[key]["images"][int(v)] for key, v in zip(keys, views)])
 
 
 def train_autoencoder(cfg: TrainConfig, accelerator) -> Path:
@@ -39,9 +40,7 @@ def train_autoencoder(cfg: TrainConfig, accelerator) -> Path:
     ae_cfg = cfg.autoencoder
     set_seed(cfg.seed)
     vae = small_autoencoder(get_spec(cfg.model.preset)).to(accelerator.device).train()
-    path = ensure_data(cfg.data, accelerator)
-    train_set, val_set = split_train_val(Resized(open_dataset(cfg.data, path), cfg.data.resolution),
-                                         cfg.data.val_scenes)
+    train_set, val_set = open_datasets(cfg.data, cfg.seed, accelerator)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=ae_cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     log = Path(cfg.output_dir) / "autoencoder_metrics.jsonl"
@@ -51,7 +50,8 @@ def train_autoencoder(cfg: TrainConfig, accelerator) -> Path:
     for step in bar:
         indices = torch.randint(len(train_set), (ae_cfg.batch_size,), generator=gen)
         views = torch.randint(cfg.data.num_views, (ae_cfg.batch_size,), generator=gen)
-        x = _images(train_set, indices, views).to(accelerator.device) * 2 - 1
+        keys = [(step, int(i)) for i in indices]  # epoch = step: every step sees new view subsets
+        x = _images(train_set, keys, views).to(accelerator.device) * 2 - 1
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=None)).sample
         rec_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
@@ -83,7 +83,7 @@ def _calibrate_and_measure(vae: AutoencoderKL, train_set, val_set, cfg: TrainCon
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     count = min(64, len(train_set))
     indices = torch.randperm(len(train_set), generator=gen)[:count]
-    images = _images(train_set, indices, torch.zeros(count, dtype=torch.long)).to(device)
+    images = _images(train_set, [(0, int(i)) for i in indices], torch.zeros(count, dtype=torch.long)).to(device)
     std = vae.encode(images * 2 - 1).latent_dist.mode().std()
     vae.register_to_config(scaling_factor=float(1.0 / std))
     result = {"scaling_factor": float(1.0 / std)}

@@ -108,7 +108,7 @@ def build_components(cfg: TrainConfig, accelerator: Accelerator) -> Components:
     spec = model_spec(cfg)
     model = build_model(spec, cfg.model.pretrained, cameo_head=cfg.cameo.head)
     codec = load_frozen_codec(cfg, accelerator.device)
-    train_set, val_set = open_datasets(cfg, codec, accelerator)
+    train_set, val_set = open_datasets(cfg.data, cfg.seed, accelerator)
     folder = autoencoder_dir(cfg)
     return Components(
         unet=model,

@@ -31,7 +31,7 @@ class Components:
     forward: ForwardFn
     """Calls the (possibly accelerate-wrapped) UNet and returns the prediction and, if asked, CAMEO-layer logits."""
     train_set: Dataset
-    """Sample dicts as in docs/CONTRACTS.md."""
+    """Sample dicts as in docs/CONTRACTS.md, read by ``(epoch, index)`` keys (see ``cameo.train.data``)."""
     val_set: Dataset | None = None
     """Held-out sample dicts for validation PSNR."""
     cameo: CameoFn | None = None

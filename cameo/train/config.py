@@ -24,11 +24,21 @@ class DataConfig:
     """Where training samples come from and how a sample is formed."""
 
     source: str = "procedural"
-    """Dataset loader name in ``cameo.data`` (``procedural`` or a real-dataset loader)."""
+    """``procedural`` or the name of a real-dataset loader module in ``cameo.data.loaders``."""
     path: str = "data/procedural"
-    """Dataset root (relative paths are relative to the working directory)."""
-    generate: tuple[str, ...] = ()
-    """``cameo-data`` arguments that (re)create ``path`` when it is missing; empty = never generate."""
+    """Dataset root (relative paths are relative to the working directory); procedural kinds in sub-folders."""
+    kinds: tuple[str, ...] = ("object", "room")
+    """Procedural scene kinds, one ``cameo-data generate --kind`` set each under ``path/<kind>``."""
+    scenes: int = 1000
+    """Procedural scenes per kind."""
+    scene_views: int = 8
+    """Rendered views per procedural scene (each sample draws ``num_views`` of them)."""
+    scene_seed: int = 0
+    """Seed of the procedural scene generator."""
+    generate: bool = True
+    """Generate missing procedural sets (deterministic in the fields above) before training."""
+    generate_workers: int = 1
+    """Processes rendering procedural scenes."""
     resolution: int = 64
     """Square image size fed to the model (pixels)."""
     num_views: int = 4
@@ -38,7 +48,7 @@ class DataConfig:
     max_refs: int = 3
     """Most reference views per sample; the rest are targets."""
     val_scenes: int = 2
-    """Held-out items (the last ones of the dataset) used for validation, never trained on."""
+    """Held-out scenes (the last ones of each kind) used for validation, never trained on."""
     num_workers: int = 0
     """DataLoader worker processes."""
 
@@ -54,8 +64,6 @@ class ModelConfig:
     codec_path: str | None = None
     """Latent presets without ``pretrained``: folder of the small autoencoder trained by ``cameo-train
     autoencoder`` (default ``<output_dir>/autoencoder``)."""
-    cache_latents: bool = True
-    """Encode every training image once with the frozen codec and reuse the latents."""
 
 
 @dataclass

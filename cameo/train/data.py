@@ -1,134 +1,107 @@
-"""Training data of a run: (re)generate the procedural set if missing, open it, hold out validation items, resize
-to the model's resolution and cache codec latents.
+"""Training data of a run: generate the procedural set if missing (``cameo.data.shards.generate_dataset``, the
+API behind ``cameo-data generate``), open it, hold out validation scenes, and index items by epoch so that every
+pass draws new view subsets while a resumed run draws exactly the same ones.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shlex
-import shutil
-import subprocess
-import sys
+import importlib
 from pathlib import Path
 from typing import Any
 
-import torch
-from accelerate import Accelerator
-from torch.utils.data import Dataset, Subset
-from tqdm.auto import tqdm
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from cameo.cameras import resize_with_intrinsics
-from cameo.train.config import DataConfig, TrainConfig
+from cameo.train.config import DataConfig
 
 
-def ensure_data(cfg: DataConfig, accelerator: Accelerator) -> Path:
-    """The dataset folder; generated with ``cameo-data <generate...>`` (main process) when it is missing."""
-    path = Path(cfg.path)
-    if not path.exists():
-        if not cfg.generate:
-            raise FileNotFoundError(f"data.path {path} does not exist and data.generate is empty (nothing to run)")
-        if accelerator.is_main_process:
-            # generate into a temporary folder and rename: a killed generation never looks like a dataset
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            args = [a.replace("{path}", str(tmp)) for a in cfg.generate]
-            cmd = [sys.executable, "-m", "cameo.data", *args]
-            print(f"generating training data: cameo-data {shlex.join(args)}", file=sys.stderr)
-            subprocess.run(cmd, check=True)
-            os.replace(tmp, path)
-        accelerator.wait_for_everyone()
-    return path
+def procedural_root(cfg: DataConfig, kind: str) -> Path:
+    return Path(cfg.path) / kind
 
 
-def open_dataset(cfg: DataConfig, path: Path) -> Dataset:
-    """The ``cameo.data`` dataset named by ``cfg.source`` (sample dicts of docs/CONTRACTS.md)."""
-    from cameo.data import open_dataset as open_named
+def ensure_data(cfg: DataConfig, state: Any) -> None:
+    """Generate the missing procedural scene sets (main process; the generator resumes an interrupted run and
+    marks a set complete only at the end). ``state``: an ``Accelerator`` or ``PartialState``."""
+    if cfg.source != "procedural":
+        return
+    from cameo.data.shards import DatasetConfig, generate_dataset
 
-    return open_named(cfg.source, path, num_views=cfg.num_views)
+    missing = [k for k in cfg.kinds if not _complete(procedural_root(cfg, k))]
+    if missing and not cfg.generate:
+        raise FileNotFoundError(f"{procedural_root(cfg, missing[0])}: no complete dataset and data.generate is off")
+    if missing and state.is_main_process:
+        for kind in missing:
+            generate_dataset(procedural_root(cfg, kind), DatasetConfig(
+                kind=kind, num_scenes=cfg.scenes, seed=cfg.scene_seed, views=cfg.scene_views,
+                resolution=cfg.resolution), workers=cfg.generate_workers)
+    if missing:
+        state.wait_for_everyone()
 
 
-class Resized(Dataset):
-    """Resizes images (area) and intrinsics of each item to ``size`` x ``size``; pointmaps stay as they are
-    (correspondences resample them to the token grid)."""
+def _complete(root: Path) -> bool:
+    import json
 
-    def __init__(self, base: Dataset, size: int):
-        self.base, self.size = base, size
+    manifest = root / "manifest.json"
+    return manifest.is_file() and bool(json.loads(manifest.read_text()).get("complete"))
+
+
+def open_parts(cfg: DataConfig, seed: int) -> list[Dataset]:
+    """One dataset per procedural kind, or the real-dataset loader ``cameo.data.loaders.<source>``."""
+    ref_range = (cfg.min_refs, cfg.max_refs)
+    if cfg.source == "procedural":
+        from cameo.data.dataset import ProceduralDataset
+
+        return [ProceduralDataset(procedural_root(cfg, kind), num_views=cfg.num_views, ref_range=ref_range,
+                                  resolution=cfg.resolution, seed=seed) for kind in cfg.kinds]
+    try:
+        loader = importlib.import_module(f"cameo.data.loaders.{cfg.source}")
+    except ModuleNotFoundError as error:
+        raise ValueError(f"data.source {cfg.source!r}: no loader module cameo.data.loaders.{cfg.source}") from error
+    return [loader.open_dataset(Path(cfg.path), num_views=cfg.num_views, ref_range=ref_range,
+                                resolution=cfg.resolution, seed=seed)]
+
+
+class EpochIndexed(Dataset):
+    """Items addressed as ``(epoch, index)``: sets the epoch of every part (new view subsets per pass) before
+    reading, so the draw depends on the position in the stream only, also inside DataLoader workers."""
+
+    def __init__(self, parts: list[Dataset], held_out: int):
+        per_part = -(-held_out // len(parts)) if held_out > 0 else 0
+        if any(len(p) <= per_part for p in parts):
+            raise ValueError(f"data.val_scenes={held_out} leaves no training scenes in {[len(p) for p in parts]}")
+        self.parts = parts
+        # the last scenes of every part are held out for validation
+        self.train = ConcatDataset([Subset(p, range(len(p) - per_part)) for p in parts])
+        self.val = HeldOut(self, ConcatDataset([Subset(p, range(len(p) - per_part, len(p))) for p in parts])) \
+            if per_part else None
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.train)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = dict(self.base[index])
-        if tuple(item["images"].shape[-2:]) != (self.size, self.size):
-            item["images"], item["K"] = resize_with_intrinsics(item["images"], item["K"], (self.size, self.size))
-        return item
+    def read(self, dataset: Dataset, epoch: int, index: int) -> dict:
+        for part in self.parts:
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+        return dataset[index]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        return self.read(self.train, *key)
 
 
-class WithLatents(Dataset):
-    """Adds precomputed codec latents (``latents [F,C,h,w]``) to every item of a deterministic dataset."""
+class HeldOut(Dataset):
+    """Validation scenes, always read at epoch 0 (the same views at every validation)."""
 
-    def __init__(self, base: Dataset, latents: torch.Tensor):
-        self.base, self.latents = base, latents
+    def __init__(self, owner: EpochIndexed, scenes: Dataset):
+        self.owner, self.scenes = owner, scenes
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.scenes)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {**self.base[index], "latents": self.latents[index]}
-
-
-def encode_all(dataset: Dataset, codec: Any, device: torch.device, batch: int = 8) -> torch.Tensor:
-    """Latents ``[N,F,C,h,w]`` of every item (codec posterior mode: deterministic)."""
-    chunks = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(dataset), batch), desc="caching latents", unit="batch"):
-            images = torch.stack([dataset[i]["images"] for i in range(start, min(start + batch, len(dataset)))])
-            chunks.append(codec.encode(images.to(device)).float().cpu())
-    return torch.cat(chunks)
+    def __getitem__(self, index: int) -> dict:
+        return self.owner.read(self.scenes, 0, index)
 
 
-def cached_latents(dataset: Dataset, codec: Any, cache: Path, key: str, accelerator: Accelerator) -> torch.Tensor:
-    """Latents of ``dataset`` from ``cache`` when its key matches, else encoded (main process) and saved atomically."""
-    if accelerator.is_main_process:
-        stored = torch.load(cache, weights_only=True) if cache.is_file() else None
-        if stored is None or stored.get("key") != key:
-            latents = encode_all(dataset, codec, accelerator.device)
-            tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"key": key, "latents": latents}, tmp)
-            os.replace(tmp, cache)
-    accelerator.wait_for_everyone()
-    return torch.load(cache, weights_only=True)["latents"]
-
-
-def codec_fingerprint(codec: Any) -> str:
-    """Hash of the codec weights (a retrained autoencoder invalidates the latent cache)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(codec.vae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def split_train_val(dataset: Dataset, val_items: int) -> tuple[Dataset, Dataset | None]:
-    """The last ``val_items`` items are held out for validation."""
-    n = len(dataset)
-    if val_items <= 0:
-        return dataset, None
-    if val_items >= n:
-        raise ValueError(f"data.val_scenes={val_items} leaves no training items (dataset has {n})")
-    return Subset(dataset, range(n - val_items)), Subset(dataset, range(n - val_items, n))
-
-
-def open_datasets(cfg: TrainConfig, codec: Any, accelerator: Accelerator) -> tuple[Dataset, Dataset | None]:
-    """Training and validation sets of a run, resized, with cached latents when the codec is frozen."""
-    path = ensure_data(cfg.data, accelerator)
-    full = Resized(open_dataset(cfg.data, path), cfg.data.resolution)
-    train_set, val_set = split_train_val(full, cfg.data.val_scenes)
-    if codec is not None and cfg.model.cache_latents:
-        key = f"{path.resolve()}|{len(train_set)}|{cfg.data.resolution}|{cfg.data.num_views}|{codec_fingerprint(codec)}"
-        latents = cached_latents(train_set, codec, Path(cfg.output_dir) / "latents.pt", key, accelerator)
-        train_set = WithLatents(train_set, latents)
-    return train_set, val_set
+def open_datasets(cfg: DataConfig, seed: int, state: Any) -> tuple[EpochIndexed, Dataset | None]:
+    """Training set (indexed by ``(epoch, index)``) and held-out validation set of a run."""
+    ensure_data(cfg, state)
+    data = EpochIndexed(open_parts(cfg, seed), cfg.val_scenes)
+    return data, data.val

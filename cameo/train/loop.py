@@ -36,7 +36,6 @@ from cameo.train.step import (
     camera_dropout,
     denoising_loss,
     noise_targets,
-    random_ref_mask,
     step_generator,
 )
 
@@ -205,7 +204,7 @@ def _losses(
     device = accelerator.device
     images = batch["images"].to(device)
     b, f, _, height, width = images.shape
-    ref_mask = random_ref_mask(b, f, cfg.data.min_refs, cfg.data.max_refs, gen)
+    ref_mask = batch["ref_mask"].bool()  # references first, 1-3 of them, drawn by the dataset
     drop = camera_dropout(b, cfg.cfg_drop_prob, cfg.cfg_drop_mode, gen)
     plucker = camera_conditioning(batch["c2w"].to(device), batch["K"].to(device), height, width)
     clean = batch["latents"].to(device) if "latents" in batch else _to_model_space(parts, images)

@@ -34,14 +34,6 @@ def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(mixed % (2**63 - 1))
 
 
-def random_ref_mask(batch: int, views: int, min_refs: int, max_refs: int, gen: torch.Generator) -> torch.Tensor:
-    """``[B, F]`` bool, True for the first n_b views with n_b uniform in [min_refs, max_refs] (references first)."""
-    if not 1 <= min_refs <= max_refs < views:
-        raise ValueError(f"need 1 <= min_refs <= max_refs < num_views, got {min_refs}, {max_refs}, {views}")
-    n_refs = torch.randint(min_refs, max_refs + 1, (batch,), generator=gen)
-    return torch.arange(views)[None, :] < n_refs[:, None]
-
-
 def camera_dropout(batch: int, prob: float, mode: str, gen: torch.Generator) -> torch.Tensor:
     """``[B]`` bool, True where the camera embedding is zeroed (one draw for the whole batch, or one per sample)."""
     draws = torch.rand(1 if mode == "batch" else batch, generator=gen)
