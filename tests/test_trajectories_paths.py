@@ -13,6 +13,7 @@ from cameo.scene import SceneError
 from trajectories.paths import (
     choose_two_view_mode,
     optical_axes_meeting_point,
+    scene_path,
     single_view_path,
     two_view_path,
 )
@@ -145,3 +146,22 @@ def test_single_view_size_scales_motion() -> None:
     assert torch.allclose(d_big, 3 * d_small)
     with pytest.raises(ValueError, match="unknown single-view path kind"):
         single_view_path(c2w, _K(), 5, "zoom")  # type: ignore[arg-type]
+
+
+def test_scene_path_dispatch(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from cameo.scene import Frame, Scene
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8)).save(image)
+    pair = _object_pair()
+    frames = [Frame(image, 64, 48, 100.0, 100.0, 32.0, 24.0, m.numpy()) for m in pair]
+    two = scene_path(Scene(frames, tmp_path / "scene.json"), n_targets=10)
+    assert two.mode == "orbit" and len(two) == 12 and torch.allclose(two.c2w[-1].double(), pair[1], atol=1e-6)
+    one = scene_path(Scene(frames[:1]), n_targets=10, mode="forward", size=0.1)
+    assert one.mode == "forward" and len(one) == 11
+    same = Scene([frames[0], frames[0]], tmp_path / "scene.json")
+    with pytest.raises(SceneError, match=r"scene.json: frames: the two cameras are identical"):
+        scene_path(same)
