@@ -1,0 +1,137 @@
+"""Interactive splat viewer on viser: the Gaussians, the input cameras (with their images) and generated cameras.
+
+``launch_viewer`` is what the app and ``cameo-recon --view`` call; ``main`` is the ``cameo-view splat.ply`` entry
+point. The server binds to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import viser
+import viser.transforms as vtf
+from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci
+
+from recon.splats import Splats, load_ply
+
+
+@dataclass
+class CameraGroup:
+    """Cameras to draw as frustums: OpenCV ``c2w [V,4,4]``, ``K [V,3,3]`` for images of ``width`` x ``height``."""
+
+    name: str
+    K: torch.Tensor
+    c2w: torch.Tensor
+    width: int
+    height: int
+    images: torch.Tensor | None = None  # [V,3,H,W] in [0,1], shown inside the frustums
+    color: tuple[int, int, int] = (255, 120, 20)
+
+
+@dataclass
+class ViewerSession:
+    """A running viewer: the viser server and the scene handles it created."""
+
+    server: viser.ViserServer
+    url: str
+    splats: viser.GaussianSplatHandle
+    frustums: list[viser.CameraFrustumHandle] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        self.server.stop()
+
+
+def launch_viewer(
+    splats: Splats | str | Path, cameras: Sequence[CameraGroup] = (), host: str = "127.0.0.1", port: int = 8080,
+    verbose: bool = True,
+) -> ViewerSession:
+    """Start a viser server showing ``splats`` (a :class:`Splats` or a .ply path) and camera frustums.
+
+    Returns immediately; the server runs in background threads until :meth:`ViewerSession.stop`.
+    """
+    if not isinstance(splats, Splats):
+        splats = load_ply(splats)
+    server = viser.ViserServer(host=host, port=port, verbose=False)
+    all_c2w = [g.c2w for g in cameras]
+    if all_c2w:  # OpenCV y points down in the image: the scene's up is the cameras' mean -y axis
+        up = -torch.cat(all_c2w)[:, :3, 1].mean(0)
+        if up.norm() > 1e-6:
+            server.scene.set_up_direction(tuple(float(x) for x in up / up.norm()))
+    handle = server.scene.add_gaussian_splats("/splats", **splat_arrays(splats))
+    frustums = [h for group in cameras for h in _add_cameras(server, group, _frustum_scale(splats, group))]
+    url = f"http://{host}:{server.get_port()}"
+    if verbose:
+        print(f"viewer running at {url}", flush=True)
+    return ViewerSession(server=server, url=url, splats=handle, frustums=frustums)
+
+
+def splat_arrays(splats: Splats) -> dict[str, np.ndarray]:
+    """viser's splat arrays: centres, 3x3 covariances, DC colours and opacities (view-dependent SH is dropped)."""
+    s = splats.detach()
+    covars, _ = _quat_scale_to_covar_preci(s.quats, torch.exp(s.scales), compute_preci=False)
+    return {
+        "centers": s.means.float().cpu().numpy(),
+        "covariances": covars.float().cpu().numpy(),
+        "rgbs": s.rgb().float().cpu().numpy(),
+        "opacities": torch.sigmoid(s.opacities).float().cpu().numpy()[:, None],
+    }
+
+
+def _frustum_scale(splats: Splats, group: CameraGroup) -> float:
+    """Frustum size: a tenth of the median camera distance to the splats' centre."""
+    centre = splats.means.detach().median(0).values.cpu()
+    dist = (group.c2w[:, :3, 3].cpu() - centre).norm(dim=-1).median().item()
+    return 0.1 * dist if math.isfinite(dist) and dist > 0 else 0.1
+
+
+def _add_cameras(server: viser.ViserServer, group: CameraGroup, scale: float) -> list[viser.CameraFrustumHandle]:
+    handles = []
+    for i in range(group.c2w.shape[0]):
+        c2w = group.c2w[i].double().cpu().numpy()
+        fy = float(group.K[i, 1, 1])
+        image = None
+        if group.images is not None:
+            image = (group.images[i].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+        handles.append(server.scene.add_camera_frustum(
+            f"/{group.name}/{i:03d}", fov=2 * math.atan(group.height / (2 * fy)), aspect=group.width / group.height,
+            scale=scale, color=group.color, image=image, wxyz=vtf.SO3.from_matrix(c2w[:3, :3]).wxyz,
+            position=c2w[:3, 3],
+        ))
+    return handles
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``cameo-view splat.ply``: serve a 3DGS PLY in the browser until Ctrl-C."""
+    parser = argparse.ArgumentParser(
+        prog="cameo-view", description="Show a 3D Gaussian-splat .ply in the browser (viser). Open the printed URL; "
+                                       "stop with Ctrl-C.")
+    parser.add_argument("ply", type=Path, help="standard 3DGS PLY (x,y,z, f_dc_*, opacity, scale_*, rot_*)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
+    args = parser.parse_args(argv)
+    try:
+        session = launch_viewer(args.ply, host=args.host, port=args.port)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"cameo-view: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopping viewer", flush=True)
+    finally:
+        session.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
