@@ -36,14 +36,43 @@ def _token_coords(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.stack([rows, cols], -1).reshape(-1, 2).float()
 
 
+def _nearest_matmul(query: torch.Tensor, key: torch.Tensor, ii, jj, n: int, max_chunk_entries: int) -> torch.Tensor:
+    """Nearest key token per query token for pairs (ii, jj): chunked batched matmuls -> ``[B, P, N]``."""
+    b = query.shape[0]
+    q = query[:, ii].flatten(0, 1)  # [B*P, N, 5]
+    k = key[:, jj].flatten(0, 1).transpose(1, 2)  # [B*P, 5, N]
+    step = max(1, max_chunk_entries // (n * n))
+    nearest = torch.cat([torch.bmm(q[s : s + step], k[s : s + step]).argmin(-1) for s in range(0, len(q), step)])
+    return nearest.view(b, len(ii), n)
+
+
+def _nearest_kdtree(pts: torch.Tensor, finite: torch.Tensor, ii, jj) -> torch.Tensor:
+    """Same result from one scipy KD-tree per view (measured 3-20x faster than dense matmuls on CPU)."""
+    b, _, n, _ = pts.shape
+    p, ok = pts.cpu().numpy(), finite.cpu().numpy()
+    out = np.zeros((b, len(ii), n), dtype=np.int64)
+    for s in range(b):
+        ids = [np.flatnonzero(ok[s, v]) for v in range(pts.shape[1])]
+        trees = [cKDTree(p[s, v][ids[v]]) if len(ids[v]) else None for v in range(pts.shape[1])]
+        for k, (i, j) in enumerate(zip(ii.tolist(), jj.tolist())):
+            if trees[j] is not None:
+                out[s, k] = ids[j][trees[j].query(p[s, i])[1]]
+    return torch.from_numpy(out).to(pts.device)
+
+
 def token_correspondences(
-    pointmaps: torch.Tensor, token_hw: tuple[int, int], tau: float = 1.5, max_chunk_entries: int = 1 << 24
+    pointmaps: torch.Tensor,
+    token_hw: tuple[int, int],
+    tau: float = 1.5,
+    max_chunk_entries: int = 1 << 24,
+    backend: str = "auto",
 ) -> Correspondences:
     """Nearest-neighbour token correspondences with cycle-consistency visibility for all ordered view pairs.
 
     ``pointmaps [B, F, 3, H, W]`` (world xyz, NaN invalid) are resized to ``token_hw``. Squared distances come from
     one batched matmul per chunk of view pairs on augmented features ``[x, |x|^2, 1] . [-2y, 1, |y|^2]`` (measured
-    faster than ``cdist`` and than reducing one matrix along both axes); ``max_chunk_entries`` bounds memory.
+    faster than ``cdist`` and than reducing one matrix along both axes; ``max_chunk_entries`` bounds memory), or
+    from per-view KD-trees. ``backend``: "matmul", "kdtree" or "auto" (KD-tree for CPU tensors, matmul otherwise).
     """
     b, f = pointmaps.shape[:2]
     h, w = token_hw
@@ -62,13 +91,15 @@ def token_correspondences(
 
     off = ~torch.eye(f, dtype=torch.bool, device=dev)
     ii, jj = off.nonzero(as_tuple=True)  # ordered pairs i != j
-    q = query[:, ii].flatten(0, 1)  # [B*P, N, 5]
-    k = key[:, jj].flatten(0, 1).transpose(1, 2)  # [B*P, 5, N]
-    step = max(1, max_chunk_entries // (n * n))
-    nearest = torch.cat([torch.bmm(q[s : s + step], k[s : s + step]).argmin(-1) for s in range(0, len(q), step)])
+    if backend not in ("auto", "matmul", "kdtree"):
+        raise ValueError(f"backend must be 'auto', 'matmul' or 'kdtree', got {backend!r}")
+    if backend == "kdtree" or (backend == "auto" and dev.type == "cpu"):
+        nearest = _nearest_kdtree(pts, finite, ii, jj)
+    else:
+        nearest = _nearest_matmul(query, key, ii, jj, n, max_chunk_entries)
 
     index = torch.zeros(b, f, f, n, dtype=torch.long, device=dev)
-    index[:, ii, jj] = nearest.view(b, len(ii), n)
+    index[:, ii, jj] = nearest
     round_trip = torch.gather(index.transpose(1, 2), -1, index)  # index[j, i][index[i, j]]
     coords = _token_coords(h, w, dev)
     err = (coords[round_trip] - coords).norm(dim=-1)  # [B, F, F, N]

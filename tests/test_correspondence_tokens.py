@@ -83,12 +83,16 @@ def test_swapping_views_inverts_the_map_on_valid_tokens():
             assert torch.equal(corr.index[0, j, i][fwd], torch.nonzero(v).squeeze(1))
 
 
-def test_chunking_does_not_change_the_result():
+def test_backends_and_chunking_agree():
     torch.manual_seed(2)
     pm = torch.randn(2, 3, 3, 10, 10)
-    a = token_correspondences(pm, (10, 10))
-    b = token_correspondences(pm, (10, 10), max_chunk_entries=1)
-    assert torch.equal(a.index, b.index) and torch.equal(a.valid, b.valid)
+    pm[1, 2, :, :3] = float("nan")
+    a = token_correspondences(pm, (10, 10), backend="kdtree")
+    b = token_correspondences(pm, (10, 10), backend="matmul")
+    c = token_correspondences(pm, (10, 10), backend="matmul", max_chunk_entries=1)
+    finite = torch.isfinite(pm).all(2).flatten(2)[:, :, None].expand_as(a.valid)
+    assert torch.equal(a.index[finite], b.index[finite]) and torch.equal(a.valid, b.valid)
+    assert torch.equal(b.index, c.index) and torch.equal(b.valid, c.valid)
 
 
 def test_pixel_mode_matches_known_disparity():
