@@ -1,0 +1,283 @@
+"""End-to-end reconstruction: scene (1-2 posed images) -> camera path -> generated views -> 3D Gaussians -> .ply.
+
+Stages (docs/CONTRACTS.md, "Reconstruction pipeline"):
+
+1. ``path``: camera path through/around the inputs (``trajectories.scene_path``; for 2 views the inputs are the
+   path's ends), input images resized (shorter side) and centre-cropped to the model's square resolution with the
+   intrinsics of every path camera updated the same way, and the two-pass plan (F = the model's views per call).
+2. ``generate``: ``cameo.sampling.generate_trajectory``; then ``frames/NNNN.png`` (every path view in path order,
+   inputs included), nerfstudio ``transforms.json`` and ``flythrough.mp4`` are written into the work folder.
+3. ``fit``: ``recon.fit.fit_gaussians`` on all path views (L1 + SSIM, optional LPIPS), in the input world frame.
+4. ``export``: the standard 3DGS .ply, written atomically and only after every other stage succeeded.
+
+Deterministic for a given seed on a given device. Bad input raises ``cameo.scene.SceneError`` or
+:class:`ReconError`; nothing is written before the model, path and options have been checked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from PIL import Image
+
+from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics
+from cameo.importers import save_nerfstudio
+from cameo.pretrained import ModelFolderError, Pretrained, load_pretrained
+from cameo.sampling import generate_trajectory
+from cameo.scene import Scene, SceneError, make_frames
+from recon.fit import FitConfig, fit_gaussians
+from recon.splats import Splats, export_ply
+from trajectories import CameraPath, Group, Plan, plan_generation, scene_path
+
+ProgressFn = Callable[[str, float], None]
+"""``progress(stage, fraction)`` with stage in ``"path" | "generate" | "fit" | "export"``, fraction in [0, 1]."""
+
+TWO_VIEW_MODES = ("auto", "orbit", "linear")
+ONE_VIEW_KINDS = ("auto", "circle", "orbit", "forward", "sideways")
+VIDEO_FPS = 24
+
+
+class ReconError(ValueError):
+    """A readable problem with the reconstruction's inputs or options (missing model, bad mode, ...)."""
+
+
+@dataclass
+class ReconOptions:
+    """Options of one reconstruction; defaults follow the paper's protocol (98 generated views, 50 DDIM steps,
+    CFG 2.0)."""
+
+    num_views: int = 98
+    """Views to generate along the path (the inputs come on top: 2 inputs + 98 = 100 path cameras)."""
+    steps: int = 50
+    """DDIM steps per view group."""
+    cfg: float = 2.0
+    """Classifier-free guidance scale on the camera condition (1 disables guidance)."""
+    seed: int = 0
+    """Seed of the diffusion noise and of the Gaussian fitting."""
+    fit_iterations: int = FitConfig.iterations
+    """Gaussian-fitting optimisation steps."""
+    fit_points: int = FitConfig.num_points
+    """Gaussians at the start of fitting (random initialisation inside the cameras' views; densified later)."""
+    lpips_weight: float = 0.0
+    """Weight of LPIPS in the fitting loss (0 = L1 + SSIM only; > 0 needs `cameo-eval install-lpips` once)."""
+    path_mode: str = "auto"
+    """2 views: auto / orbit / linear. 1 view: auto (= circle) / circle / orbit / forward / sideways."""
+    path_size: float = 0.15
+    """1 view: motion size relative to the look-at depth (circle radius, orbit fraction of a turn, travel)."""
+    checkpoint: Path | None = None
+    """Exported model folder; None = the bundled ``assets/model`` (or ``$CAMEO_MODEL``)."""
+    device: str = "auto"
+    """auto (CUDA if available) / cpu / cuda."""
+    write_video: bool = True
+    """Write ``flythrough.mp4`` of the path views."""
+    show_progress: bool = True
+    """tqdm bars for view generation and fitting (on stderr)."""
+
+
+@dataclass
+class ReconResult:
+    """What a reconstruction wrote and produced; path views are in path order (inputs at ``input_indices``)."""
+
+    ply: Path
+    workdir: Path
+    frames: list[Path]
+    transforms: Path
+    video: Path | None
+    images: torch.Tensor  # [M, 3, S, S] in [0, 1]: inputs (resized/cropped) and generated views
+    K: torch.Tensor  # [M, 3, 3] intrinsics of S x S images
+    c2w: torch.Tensor  # [M, 4, 4] OpenCV camera-to-world, input world frame
+    input_indices: tuple[int, ...]
+    splats: Splats
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def target_indices(self) -> tuple[int, ...]:
+        """Path indices of the generated views."""
+        inputs = set(self.input_indices)
+        return tuple(i for i in range(len(self.c2w)) if i not in inputs)
+
+
+class _Stages:
+    """Times stages into ``seconds`` and reports contract progress (0 at start, 1 at the end)."""
+
+    def __init__(self, progress: ProgressFn | None) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    def report(self, stage: str, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress(stage, float(min(max(fraction, 0.0), 1.0)))
+
+    @contextmanager
+    def __call__(self, name: str, reported: str | None = None) -> Iterator[None]:
+        if reported:
+            self.report(reported, 0.0)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        if reported:
+            self.report(reported, 1.0)
+
+
+def run_reconstruction(
+    scene: Scene,
+    out_ply: str | os.PathLike[str],
+    options: ReconOptions | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    pretrained: Pretrained | None = None,
+) -> ReconResult:
+    """Reconstruct ``scene`` into 3D Gaussians saved at ``out_ply`` (see the module docstring for the stages).
+
+    ``workdir`` (default ``<ply stem>_views/`` next to the ply) receives frames, ``transforms.json`` and the video.
+    ``pretrained`` reuses an already loaded model (e.g. an app serving many requests) instead of
+    ``options.checkpoint``.
+    """
+    opts = options or ReconOptions()
+    out_ply = Path(out_ply)
+    work = Path(workdir) if workdir is not None else out_ply.with_name(f"{out_ply.stem}_views")
+    stages = _Stages(progress)
+    _check_options(opts, scene)
+    with stages("load"):
+        pre = pretrained if pretrained is not None else _load_model(opts)
+    with stages("path", "path"):
+        path = _camera_path(scene, opts)
+        images, K_all = _to_model_resolution(scene.load_images(), torch.cat([scene.K, path.K]), pre.image_size)
+        input_K, path_K = K_all[: len(scene.frames)], K_all[len(scene.frames):]
+        plan = _inputs_first(plan_generation(len(path), path.input_indices, pre.frames_per_group, c2w=path.c2w))
+    targets = list(path.target_indices)
+    with stages("generate", "generate"):
+        generated = generate_trajectory(
+            pre.model, pre.codec, images.to(pre.device), input_K, scene.c2w, path_K[targets], path.c2w[targets],
+            plan, steps=opts.steps, cfg=opts.cfg, seed=opts.seed, schedule=pre.schedule,
+            progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress)
+    views = torch.empty((len(path), *generated.shape[1:]))
+    views[list(path.input_indices)] = images
+    views[targets] = generated
+    with stages("views"):
+        frames = _write_frames(views, work / "frames")
+        size = [(views.shape[-1], views.shape[-2])] * len(path)  # (width, height)
+        transforms = save_nerfstudio(make_frames(frames, path_K, path.c2w, size), work / "transforms.json")
+        video = _write_video(views, work / "flythrough.mp4") if opts.write_video else None
+    with stages("fit", "fit"):
+        fit_cfg = FitConfig(iterations=opts.fit_iterations, num_points=opts.fit_points, lpips_weight=opts.lpips_weight, seed=opts.seed)
+        splats = fit_gaussians(views.to(pre.device), path_K, path.c2w, fit_cfg, progress=stages.report,
+                               show_progress=opts.show_progress)
+    with stages("export", "export"):
+        ply = export_ply(splats, out_ply)
+    return ReconResult(ply, work, frames, transforms, video, views, path_K, path.c2w, path.input_indices,
+                       splats.detach(), stages.seconds)
+
+
+def _check_options(opts: ReconOptions, scene: Scene) -> None:
+    """Reject bad options before any work (and, with LPIPS on, missing LPIPS weights before generation)."""
+    modes = TWO_VIEW_MODES if len(scene.frames) == 2 else ONE_VIEW_KINDS
+    if opts.path_mode not in modes:
+        raise ReconError(f"path mode {opts.path_mode!r} does not apply to {len(scene.frames)} input view(s); "
+                         f"choose one of {', '.join(modes)}")
+    checks = [(opts.num_views >= 1, "num_views must be >= 1"), (opts.steps >= 1, "steps must be >= 1"),
+              (opts.fit_iterations >= 1, "fit_iterations must be >= 1"),
+              (opts.fit_points >= 1, "fit_points must be >= 1"), (opts.cfg > 0, "cfg must be > 0"),
+              (opts.lpips_weight >= 0, "lpips_weight must be >= 0"), (opts.path_size > 0, "path_size must be > 0")]
+    for ok, message in checks:
+        if not ok:
+            raise ReconError(message)
+    if opts.lpips_weight > 0:
+        from cameo.eval.lpips import LPIPSWeightsMissing, load_lpips
+
+        try:
+            load_lpips(FitConfig.lpips_net)
+        except LPIPSWeightsMissing as err:
+            raise ReconError(f"lpips_weight > 0 needs LPIPS weights: {err}") from None
+
+
+def _load_model(opts: ReconOptions) -> Pretrained:
+    try:
+        return load_pretrained(opts.checkpoint, opts.device)
+    except (ModelFolderError, ValueError) as err:
+        raise ReconError(str(err)) from None
+
+
+def _camera_path(scene: Scene, opts: ReconOptions) -> CameraPath:
+    try:
+        return scene_path(scene, opts.num_views, opts.path_mode, opts.path_size)
+    except SceneError:
+        raise
+    except ValueError as err:
+        raise ReconError(f"camera path: {err}") from None
+
+
+def _to_model_resolution(images: torch.Tensor, K: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize ``images [N,3,H,W]`` so the shorter side is ``size``, centre-crop to ``size x size``.
+
+    ``K [V,3,3]`` may hold more cameras than images (the whole path, all of the input image size): both helpers
+    change K independently of the images, so every camera gets the same resize + crop.
+    """
+    height, width = images.shape[-2:]
+    scale = size / min(height, width)
+    resized = (max(size, round(height * scale)), max(size, round(width * scale)))
+    images, K = resize_with_intrinsics(images, K, resized)
+    images, K = center_crop_with_intrinsics(images, K, (size, size))
+    return images.clamp(0, 1), K
+
+
+def _inputs_first(plan: Plan) -> Plan:
+    """Re-index a path-order plan to the order ``generate_trajectory`` uses: inputs first, then the targets."""
+    order = list(plan.input_indices) + [i for i in range(plan.num_views) if i not in set(plan.input_indices)]
+    new = {old: index for index, old in enumerate(order)}
+
+    def remap(indices: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(new[i] for i in indices)
+
+    passes = tuple(tuple(Group(remap(g.cond), remap(g.targets)) for g in groups) for groups in plan.passes)
+    return Plan(plan.num_views, remap(plan.input_indices), plan.frames_per_group, remap(plan.anchors), passes)
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``[V,3,H,W]`` in [0, 1] -> ``[V,H,W,3]`` uint8."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _write_frames(images: torch.Tensor, folder: Path) -> list[Path]:
+    """PNG per view (``NNNN.png``) written into a temp folder that then replaces ``folder`` as a whole."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for i, array in enumerate(_to_uint8(images)):
+            Image.fromarray(array).save(tmp / f"{i:04d}.png")
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+            shutil.rmtree(old)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [folder / f"{i:04d}.png" for i in range(len(images))]
+
+
+def _write_video(images: torch.Tensor, path: Path) -> Path:
+    """H.264 mp4 of the views in path order (imageio's ffmpeg writer; needs imageio-ffmpeg), written atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=VIDEO_FPS, codec="libx264",
+                                macro_block_size=2, ffmpeg_log_level="error") as writer:
+            for frame in _to_uint8(images):
+                writer.append_data(frame)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
