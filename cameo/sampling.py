@@ -159,15 +159,16 @@ def sample_views(
 
 
 class PlanGroup(Protocol):
-    """One sampling group of a trajectory plan; indices address the views ``inputs + path`` (inputs first)."""
+    """One sampling group of a trajectory plan (trajectories.plan.Group); indices are path indices."""
 
     cond: Sequence[int]
     targets: Sequence[int]
 
 
 class TrajectoryPlan(Protocol):
-    """Passes of groups (trajectories.plan): pass k may condition on inputs and views generated in passes < k."""
+    """trajectories.plan.Plan: pass k may condition on the inputs and on views generated in passes < k."""
 
+    input_indices: Sequence[int]
     passes: Sequence[Sequence[PlanGroup]]
 
 
@@ -179,9 +180,10 @@ class _Job:
     targets: tuple[int, ...]
 
 
-def _plan_jobs(plan: TrajectoryPlan, num_inputs: int, num_views: int) -> list[list[_Job]]:
-    """Validate the plan (every path view generated exactly once, conditioning only on known views)."""
-    known, done, jobs = set(range(num_inputs)), set(), []
+def _plan_jobs(plan: TrajectoryPlan, num_views: int) -> list[list[_Job]]:
+    """Validate the plan (every non-input view generated exactly once, conditioning only on known views)."""
+    inputs = {int(i) for i in plan.input_indices}
+    known, done, jobs = set(inputs), set(), []
     for p, groups in enumerate(plan.passes):
         made: set[int] = set()
         jobs.append([])
@@ -191,13 +193,13 @@ def _plan_jobs(plan: TrajectoryPlan, num_inputs: int, num_views: int) -> list[li
                 raise ValueError(f"plan pass {p} group {g}: needs conditioning views and targets")
             if unknown := [i for i in cond if i not in known]:
                 raise ValueError(f"plan pass {p} group {g}: conditions on views {unknown} not generated before")
-            if bad := [i for i in targets if not num_inputs <= i < num_views or i in done or i in made]:
+            if bad := [i for i in targets if not 0 <= i < num_views or i in inputs or i in done or i in made]:
                 raise ValueError(f"plan pass {p} group {g}: targets {bad} are inputs, out of range or repeated")
             made.update(targets)
             jobs[-1].append(_Job(p, g, cond, targets))
         done |= made
         known |= made
-    if missing := sorted(set(range(num_inputs, num_views)) - done):
+    if missing := sorted(set(range(num_views)) - inputs - done):
         raise ValueError(f"plan leaves path views {missing} ungenerated")
     return jobs
 
@@ -206,10 +208,8 @@ def generate_trajectory(
     model: torch.nn.Module,
     codec: LatentCodec,
     input_images: torch.Tensor,
-    input_K: torch.Tensor,
-    input_c2w: torch.Tensor,
-    path_K: torch.Tensor,
-    path_c2w: torch.Tensor,
+    K: torch.Tensor,
+    c2w: torch.Tensor,
     plan: TrajectoryPlan,
     steps: int = 50,
     cfg: float = 2.0,
@@ -219,29 +219,32 @@ def generate_trajectory(
     progress: ProgressFn | None = None,
     show_progress: bool = True,
 ) -> torch.Tensor:
-    """Generate every path view with a multi-pass group plan (e.g. anchors first, then the rest).
+    """Generate every view of a camera path with a multi-pass group plan (trajectories.plan.plan_generation).
 
-    Views are indexed ``inputs (N) + path (M)``. Each group is sampled jointly: its conditioning views (clean
-    latents: encoded inputs or latents generated in an earlier pass) followed by its targets, with cameras
-    normalised relative to the group's first conditioning view. Groups of a pass with the same shape are batched
+    ``K [V,3,3]``, ``c2w [V,4,4]``: the whole path in order; ``input_images [N,3,H,W]`` in [0, 1] are the views at
+    ``plan.input_indices`` (same order). Each group is sampled jointly: its conditioning views (clean latents:
+    encoded inputs or latents generated in an earlier pass) followed by its targets, with cameras normalised
+    relative to the group's first conditioning view. Groups of a pass with the same shape are batched
     ``groups_per_batch`` at a time; each group's noise comes from its own seed, so batching does not change results.
-    Returns the path images ``[M,3,H,W]`` in [0, 1].
+    Returns all ``V`` images ``[V,3,H,W]`` in [0, 1] (the inputs as given).
     """
     if input_images.ndim != 4 or input_images.shape[1] != 3:
         raise ValueError(f"input_images must be [N,3,H,W], got {tuple(input_images.shape)}")
-    _check_views(input_images, input_K, input_c2w, "inputs")
-    _check_views(None, path_K, path_c2w, "path")
-    n, m = input_images.shape[0], path_K.shape[0]
+    _check_views(None, K, c2w, "path")
+    inputs = [int(i) for i in plan.input_indices]
+    if len(inputs) != input_images.shape[0]:
+        raise ValueError(f"{input_images.shape[0]} input images for plan inputs {inputs}")
+    num_views = K.shape[0]
     height, width = input_images.shape[-2:]
-    jobs = _plan_jobs(plan, n, n + m)
+    jobs = _plan_jobs(plan, num_views)
     device = next(model.parameters()).device
     schedule = schedule if schedule is not None else default_training_schedule(model.config.prediction_type)
     scheduler = ddim_from_training(schedule)
-    K_all, c2w_all = torch.cat([input_K, path_K]).float(), torch.cat([input_c2w, path_c2w]).float()
+    K_all, c2w_all = K.float(), c2w.float()
     with torch.no_grad():
         first = codec.encode(input_images.to(device))
-    latents = torch.zeros((n + m, *first.shape[1:]), device=device, dtype=first.dtype)
-    latents[:n] = first
+    latents = torch.zeros((num_views, *first.shape[1:]), device=device, dtype=first.dtype)
+    latents[inputs] = first
     total, finished = sum(len(p) for p in jobs), 0
     bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
     for pass_jobs in jobs:
@@ -251,11 +254,11 @@ def generate_trajectory(
         for (n_cond, _), same in by_shape.items():
             for start in range(0, len(same), groups_per_batch):
                 batch = same[start:start + groups_per_batch]
-                views = torch.tensor([job.cond + job.targets for job in batch], device=device)  # [B, F]
-                clean = latents[views].clone()
+                views = torch.tensor([job.cond + job.targets for job in batch])  # [B, F]
+                clean = latents[views.to(device)].clone()
                 clean[:, n_cond:] = 0
                 ref_mask = (torch.arange(views.shape[1], device=device) < n_cond).expand(len(batch), -1)
-                plucker = normalized_plucker(c2w_all[views.cpu()], K_all[views.cpu()], height, width).to(device)
+                plucker = normalized_plucker(c2w_all[views], K_all[views], height, width).to(device)
                 noise = torch.stack([
                     torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(
                         seed * 1_000_003 + 1000 * job.pass_index + job.group_index))
@@ -266,10 +269,14 @@ def generate_trajectory(
                         progress((done + fraction * size) / total)
 
                 out = denoise(model, scheduler, clean, ref_mask, plucker, steps, cfg, progress=report, noise=noise)
-                latents[views[:, n_cond:]] = out[:, n_cond:]
+                latents[views[:, n_cond:].to(device)] = out[:, n_cond:]
                 finished += len(batch)
                 bar.update(len(batch))
     bar.close()
+    generated = [i for i in range(num_views) if i not in set(inputs)]
+    images = torch.zeros(num_views, 3, height, width)
+    images[inputs] = input_images.float().cpu()
     with torch.no_grad():
-        images = torch.cat([codec.decode(chunk) for chunk in latents[n:].split(16)])
-    return images.float().clamp(0, 1).cpu()
+        decoded = torch.cat([codec.decode(latents[chunk]) for chunk in torch.tensor(generated).split(16)])
+    images[generated] = decoded.float().clamp(0, 1).cpu()
+    return images

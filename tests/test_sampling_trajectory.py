@@ -34,7 +34,7 @@ def _views(n: int):
 
 
 # 2 inputs (0, 1) + 6 path views (2..7): anchors 3 and 6 first, then the rest conditioned on inputs + anchors.
-PLAN = NS(passes=[
+PLAN = NS(input_indices=(0, 1), passes=[
     [NS(cond=[0, 1], targets=[3, 6])],
     [NS(cond=[0, 3], targets=[2, 4]), NS(cond=[6, 1], targets=[5, 7])],
 ])
@@ -43,14 +43,14 @@ PLAN = NS(passes=[
 def _run(model, plan=PLAN, **kw):
     K, c2w = _views(8)
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    return generate_trajectory(model, IdentityCodec(), images, K[:2], c2w[:2], K[2:], c2w[2:], plan,
+    return generate_trajectory(model, IdentityCodec(), images, K, c2w, plan,
                                steps=kw.pop("steps", 2), cfg=kw.pop("cfg", 2.0), seed=3, show_progress=False, **kw)
 
 
 def test_trajectory_generates_every_path_view_once():
     model = CountingModel()
     out = _run(model, steps=1, cfg=1.0)
-    assert out.shape == (6, 3, 8, 8)
+    assert out.shape == (8, 3, 8, 8)
     generated = sum(int((~call["ref_mask"]).sum()) for call in model.calls)
     assert generated == 6  # one step: each target is denoised exactly once
     assert len(model.calls) == 2  # pass 1, then both pass-2 groups batched in one forward
@@ -63,15 +63,15 @@ def test_trajectory_conditions_on_generated_anchors():
     second = model.calls[1]["sample"]  # pass 2: groups (0, 3 | 2, 4) and (6, 1 | 5, 7)
     # the inputs reappear clean; the generated anchors 3 and 6 are reused as clean conditioning
     assert torch.equal(second[0, 0], anchors[0, 0]) and torch.equal(second[1, 1], anchors[0, 1])
-    for seen, path_index in ((second[0, 1], 1), (second[1, 0], 4)):  # views 3 and 6 = path views 1 and 4
+    for seen, path_index in ((second[0, 1], 3), (second[1, 0], 6)):
         assert torch.allclose(IdentityCodec().decode(seen), out[path_index], atol=1e-6)
     assert not torch.equal(second[0, 1], anchors[0, 2])  # no longer the initial noise: denoised in pass 1
 
 
 @pytest.mark.parametrize("plan, message", [
-    (NS(passes=[[NS(cond=[0], targets=[2, 3, 4, 5, 6])]]), "ungenerated"),
-    (NS(passes=[[NS(cond=[0], targets=[2, 3, 4, 5, 6, 7])], [NS(cond=[0], targets=[2])]]), "repeated"),
-    (NS(passes=[[NS(cond=[0, 5], targets=[2, 3, 4, 5, 6, 7])]]), "not generated before"),
+    (NS(input_indices=(0, 1), passes=[[NS(cond=[0], targets=[2, 3, 4, 5, 6])]]), "ungenerated"),
+    (NS(input_indices=(0, 1), passes=[[NS(cond=[0], targets=[2, 3, 4, 5, 6, 7])], [NS(cond=[0], targets=[2])]]), "repeated"),
+    (NS(input_indices=(0, 1), passes=[[NS(cond=[0, 5], targets=[2, 3, 4, 5, 6, 7])]]), "not generated before"),
 ])
 def test_trajectory_rejects_bad_plans(plan, message):
     with pytest.raises(ValueError, match=message):
@@ -84,3 +84,15 @@ def test_trajectory_batching_does_not_change_results_and_reports_progress():
     b = _run(CountingModel(), groups_per_batch=4, progress=fractions.append)
     assert torch.allclose(a, b, atol=1e-6)
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def test_trajectory_with_the_two_pass_anchor_plan():
+    from trajectories.plan import plan_generation
+
+    K, c2w = _views(12)
+    plan = plan_generation(12, input_indices=(0, 11), frames_per_group=4, c2w=c2w)
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    model = CountingModel()
+    out = generate_trajectory(model, IdentityCodec(), images, K, c2w, plan, steps=1, cfg=1.0, show_progress=False)
+    assert torch.equal(out[[0, 11]], images)  # inputs returned as given
+    assert sum(int((~call["ref_mask"]).sum()) for call in model.calls) == 10  # each target generated once
