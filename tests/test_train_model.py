@@ -95,3 +95,18 @@ def test_train_missing_autoencoder_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="cameo-train autoencoder"):
         build_components(cfg, Accelerator(cpu=True))
+
+
+def test_train_same_config_reproduces_the_same_weights(tmp_path):
+    """What `cameo-train --config demo-cpu` relies on to reproduce the bundled checkpoint (here: tiny preset)."""
+    from tests.train_standins import params_of
+
+    config = _write_config(tmp_path, "tiny", 16, val_every=0)
+    exports = []
+    for run in ("a", "b"):
+        assert main(["--config", str(config), "--optim.max-steps", "2", "--output-dir", str(tmp_path / run)]) == 0
+        exports.append(params_of(tmp_path / run / "model"))
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    for key, value in exports[0].items():
+        assert torch.equal(value, exports[1][key]), key
