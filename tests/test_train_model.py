@@ -55,6 +55,10 @@ def test_train_cli_trains_tiny_model_with_cameo_and_validation(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(math.isfinite(r["loss_cameo"]) and r["loss_cameo"] > 0 for r in records)
     assert math.isfinite(records[-1]["val_psnr"]) and records[-1]["nan_skips"] == 0
+    from cameo.pretrained import load_pretrained
+
+    loaded = load_pretrained(run / "model", "cpu")  # the exported folder is what cameo-recon loads
+    assert loaded.image_size == 16
     model = MultiViewUNet.from_pretrained(run / "model" / "unet")
     assert model.cameo_head is not None and model.config.prediction_type == "v_prediction"
     schedule = DDPMScheduler.from_pretrained(run / "model" / "scheduler")
@@ -80,7 +84,7 @@ def test_train_latent_preset_trains_autoencoder_then_model(tmp_path):
     assert main(["--config", str(config), "--optim.max-steps", "1", "--optim.batch-size", "1",
                  "--mixed-precision", "bf16"]) == 0
     run = tmp_path / "run"
-    vae = AutoencoderKL.from_pretrained(run / "model" / "autoencoder")
+    vae = AutoencoderKL.from_pretrained(run / "model" / "vae")
     assert vae.config.scaling_factor != 1.0  # calibrated to unit-variance latents
     ae_log = [json.loads(x) for x in (run / "autoencoder_metrics.jsonl").read_text().splitlines()]
     assert "val_recon_psnr" in ae_log[-1]

@@ -117,7 +117,7 @@ def build_components(cfg: TrainConfig, accelerator: Accelerator) -> Components:
         val_set=val_set,
         cameo=CameoObjective(model, cfg.cameo.tau, cfg.cameo.loss) if cfg.cameo.enabled else None,
         codec=codec,
-        export_folders={"autoencoder": folder} if folder is not None else {},
+        export_folders={"vae": folder} if folder is not None else {},
     )
 
 

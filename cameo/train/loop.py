@@ -286,4 +286,18 @@ def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, extra_folders
     for name, folder in extra_folders.items():
         shutil.copytree(folder, tmp / name)
     (tmp / "train_config.yaml").write_text(dump_config(cfg))
+    (tmp / "model_card.md").write_text(model_card(cfg, json.loads((checkpoint / "trainer_state.json").read_text())))
     replace_dir_atomic(tmp, export)
+
+
+def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
+    """A short description of how the exported model was trained (config, steps, last metrics)."""
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in state.get("metrics", {}).items() if isinstance(v, float))
+    cameo = (f"CAMEO on (layer {cfg.cameo.layer}, lambda {cfg.cameo.weight}, tau {cfg.cameo.tau}, "
+             f"{cfg.cameo.head} head, {cfg.cameo.loss} loss)" if cfg.cameo.enabled else "CAMEO off (baseline)")
+    return (f"# {cfg.name}\n\nMulti-view diffusion model (preset `{cfg.model.preset}`) trained by `cameo-train "
+            f"--config {cfg.name}` for {state['step']} steps (seed {cfg.seed}, batch {cfg.optim.batch_size} x "
+            f"{cfg.optim.grad_accum}, lr {cfg.optim.lr}), {cameo}.\n\nData: {cfg.data.source} at "
+            f"`{cfg.data.path}`, {cfg.data.resolution}x{cfg.data.resolution}, {cfg.data.num_views} views with "
+            f"{cfg.data.min_refs}-{cfg.data.max_refs} references.\n\nLast logged metrics: {metrics or 'none'}; "
+            f"NaN-skipped steps: {state['nan_skips']}.\nFull configuration: `train_config.yaml`.\n")
