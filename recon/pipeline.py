@@ -37,7 +37,7 @@ from cameo.sampling import generate_trajectory
 from cameo.scene import Scene, SceneError, make_frames
 from recon.fit import FitConfig, fit_gaussians
 from recon.splats import Splats, export_ply
-from trajectories import CameraPath, Group, Plan, plan_generation, scene_path
+from trajectories import CameraPath, plan_generation, scene_path
 
 ProgressFn = Callable[[str, float], None]
 """``progress(stage, fraction)`` with stage in ``"path" | "generate" | "fit" | "export"``, fraction in [0, 1]."""
@@ -153,25 +153,21 @@ def run_reconstruction(
         pre = pretrained if pretrained is not None else _load_model(opts)
     with stages("path", "path"):
         path = _camera_path(scene, opts)
-        images, K_all = _to_model_resolution(scene.load_images(), torch.cat([scene.K, path.K]), pre.image_size)
-        input_K, path_K = K_all[: len(scene.frames)], K_all[len(scene.frames):]
-        plan = _inputs_first(plan_generation(len(path), path.input_indices, pre.frames_per_group, c2w=path.c2w))
-    targets = list(path.target_indices)
+        images, path_K = _to_model_resolution(scene.load_images(), path.K, pre.image_size)
+        plan = plan_generation(len(path), path.input_indices, pre.frames_per_group, c2w=path.c2w)
     with stages("generate", "generate"):
-        generated = generate_trajectory(
-            pre.model, pre.codec, images.to(pre.device), input_K, scene.c2w, path_K[targets], path.c2w[targets],
-            plan, steps=opts.steps, cfg=opts.cfg, seed=opts.seed, schedule=pre.schedule,
-            progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress)
-    views = torch.empty((len(path), *generated.shape[1:]))
-    views[list(path.input_indices)] = images
-    views[targets] = generated
+        views = generate_trajectory(
+            pre.model, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps, cfg=opts.cfg,
+            seed=opts.seed, schedule=pre.schedule, progress=lambda f: stages.report("generate", f),
+            show_progress=opts.show_progress)
     with stages("views"):
         frames = _write_frames(views, work / "frames")
         size = [(views.shape[-1], views.shape[-2])] * len(path)  # (width, height)
         transforms = save_nerfstudio(make_frames(frames, path_K, path.c2w, size), work / "transforms.json")
         video = _write_video(views, work / "flythrough.mp4") if opts.write_video else None
     with stages("fit", "fit"):
-        fit_cfg = FitConfig(iterations=opts.fit_iterations, num_points=opts.fit_points, lpips_weight=opts.lpips_weight, seed=opts.seed)
+        fit_cfg = FitConfig(iterations=opts.fit_iterations, num_points=opts.fit_points,
+                            lpips_weight=opts.lpips_weight, seed=opts.seed)
         splats = fit_gaussians(views.to(pre.device), path_K, path.c2w, fit_cfg, progress=stages.report,
                                show_progress=opts.show_progress)
     with stages("export", "export"):
@@ -221,8 +217,8 @@ def _camera_path(scene: Scene, opts: ReconOptions) -> CameraPath:
 def _to_model_resolution(images: torch.Tensor, K: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize ``images [N,3,H,W]`` so the shorter side is ``size``, centre-crop to ``size x size``.
 
-    ``K [V,3,3]`` may hold more cameras than images (the whole path, all of the input image size): both helpers
-    change K independently of the images, so every camera gets the same resize + crop.
+    ``K [V,3,3]`` may hold other cameras than the images' (the whole path, all for the input image size): both
+    helpers change K independently of the images, so every camera gets the same resize + crop.
     """
     height, width = images.shape[-2:]
     scale = size / min(height, width)
@@ -230,18 +226,6 @@ def _to_model_resolution(images: torch.Tensor, K: torch.Tensor, size: int) -> tu
     images, K = resize_with_intrinsics(images, K, resized)
     images, K = center_crop_with_intrinsics(images, K, (size, size))
     return images.clamp(0, 1), K
-
-
-def _inputs_first(plan: Plan) -> Plan:
-    """Re-index a path-order plan to the order ``generate_trajectory`` uses: inputs first, then the targets."""
-    order = list(plan.input_indices) + [i for i in range(plan.num_views) if i not in set(plan.input_indices)]
-    new = {old: index for index, old in enumerate(order)}
-
-    def remap(indices: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(new[i] for i in indices)
-
-    passes = tuple(tuple(Group(remap(g.cond), remap(g.targets)) for g in groups) for groups in plan.passes)
-    return Plan(plan.num_views, remap(plan.input_indices), plan.frames_per_group, remap(plan.anchors), passes)
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:

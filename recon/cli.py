@@ -1,0 +1,170 @@
+"""``cameo-recon scene.json --out splat.ply``: few-view 3D reconstruction from the command line.
+
+Thin argparse front end over :func:`recon.pipeline.run_reconstruction`: reads the scene (``scene.json`` or a
+nerfstudio ``transforms.json``), runs the pipeline with progress bars, prints per-stage timings, optionally opens
+the viser viewer. Exit codes: 0 success, 2 bad input or options (one line on stderr naming file and field, nothing
+written), 1 any other failure (no traceback unless ``--debug``), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from cameo.scene import SCENE_FORMAT_HELP, Scene, SceneError, load_scene
+from recon.pipeline import ONE_VIEW_KINDS, TWO_VIEW_MODES, ReconError, ReconOptions, ReconResult, run_reconstruction
+
+PROG = "cameo-recon"
+CAMERA_HELP = """\
+Camera convention: OpenCV camera-to-world (x right, y down, z forward into the scene), pixel intrinsics with the
+image's top-left corner at (0, 0). The ply comes out in the world frame and units of the input cameras.
+"""
+MODEL_HELP = """\
+Model: --checkpoint is a folder exported by cameo-train (unet/, scheduler/, vae/ or autoencoder/, train_config.yaml).
+Default: $CAMEO_MODEL, else the bundled assets/model/ of the source checkout / editable install. Make one with
+`cameo-train --config demo-cpu` (exports runs/demo-cpu/model).
+
+Outputs: the ply (written last, atomically: absent if any stage fails) and a work folder (default
+<ply stem>_views/ next to it) with frames/NNNN.png (inputs + generated views, path order), transforms.json
+(nerfstudio, e.g. for `ns-train splatfacto --data <work folder>`) and flythrough.mp4.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cameo-recon`` argument parser (its --help documents the input format and conventions)."""
+    d = ReconOptions()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reconstruct 3D Gaussians (.ply) from 1-2 posed images: a multi-view diffusion model generates "
+                    "views along a camera path, then Gaussians are fitted to inputs + generated views.",
+        epilog=f"{SCENE_FORMAT_HELP}\n{CAMERA_HELP}\n{MODEL_HELP}",
+    )
+    parser.add_argument("scene", type=Path, help="scene.json (format below) or a nerfstudio transforms.json")
+    parser.add_argument("--out", type=Path, required=True, help="output .ply (standard 3D Gaussian splatting)")
+    parser.add_argument("--frames", type=int, nargs="+", metavar="I",
+                        help="nerfstudio input only: indices of the 1 or 2 frames to use (e.g. --frames 0 12)")
+    gen = parser.add_argument_group("view generation")
+    gen.add_argument("--views", type=int, default=d.num_views, help="views to generate along the path (default: %(default)s)")
+    gen.add_argument("--steps", type=int, default=d.steps, help="DDIM steps (default: %(default)s)")
+    gen.add_argument("--cfg", type=float, default=d.cfg, help="classifier-free guidance scale (default: %(default)s)")
+    gen.add_argument("--seed", type=int, default=d.seed, help="seed of diffusion noise and fitting (default: %(default)s)")
+    gen.add_argument("--path-mode", default=d.path_mode, choices=sorted(set(TWO_VIEW_MODES + ONE_VIEW_KINDS)),
+                     help="2 views: auto, orbit or linear; 1 view: auto (=circle), circle, orbit, forward or "
+                          "sideways (default: %(default)s)")
+    gen.add_argument("--path-size", type=float, default=d.path_size,
+                     help="1 view: motion relative to the look-at depth (default: %(default)s)")
+    gen.add_argument("--checkpoint", type=Path, help="exported model folder (default: bundled assets/model)")
+    fit = parser.add_argument_group("Gaussian fitting")
+    fit.add_argument("--fit-iterations", type=int, default=d.fit_iterations, help="optimisation steps (default: %(default)s)")
+    fit.add_argument("--fit-points", type=int, default=d.fit_points, help="initial Gaussians (default: %(default)s)")
+    fit.add_argument("--lpips-weight", type=float, default=d.lpips_weight,
+                     help="LPIPS weight in the loss; > 0 needs `cameo-eval install-lpips` once (default: %(default)s)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
+    run.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    run.add_argument("--workdir", type=Path, help="folder for frames, transforms.json, video (default: <ply stem>_views)")
+    run.add_argument("--no-video", action="store_true", help="skip flythrough.mp4")
+    run.add_argument("--view", action="store_true", help="open the viser viewer on the result (Ctrl-C to stop)")
+    run.add_argument("--port", type=int, default=8080, help="viewer port (default: %(default)s)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    return parser
+
+
+def _is_nerfstudio(path: Path) -> bool:
+    """A JSON object with ``frames`` and no ``version``: nerfstudio's transforms.json, not our scene.json."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # load_scene reports the problem with the file and field
+    return isinstance(data, dict) and "frames" in data and "version" not in data
+
+
+def load_input(path: Path, frames: Sequence[int] | None) -> Scene:
+    """The scene from ``scene.json`` or from ``frames`` of a nerfstudio ``transforms.json``."""
+    if _is_nerfstudio(path):
+        from cameo.importers import import_nerfstudio
+
+        return import_nerfstudio(path, frames)
+    if frames is not None:
+        raise SceneError(path, "frames", "--frames selects frames of a nerfstudio transforms.json; this is a scene.json")
+    return load_scene(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cameo-recon``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if args.out.suffix.lower() != ".ply":
+            raise SceneError(args.out, "--out", "the output must be a .ply file")
+        scene = load_input(args.scene, args.frames)
+        return _run(args, scene, start)
+    except (SceneError, ReconError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI turns any failure into one line unless --debug
+        if args.debug:
+            raise
+        print(f"{PROG}: failed: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = ReconOptions(
+        num_views=args.views, steps=args.steps, cfg=args.cfg, seed=args.seed, fit_iterations=args.fit_iterations,
+        fit_points=args.fit_points, lpips_weight=args.lpips_weight, path_mode=args.path_mode,
+        path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,
+        show_progress=not args.quiet,
+    )
+    announced: set[str] = set()
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage not in announced and not args.quiet:
+            announced.add(stage)
+            print(f"[{len(announced)}/4] {stage}", file=sys.stderr, flush=True)
+
+    result = run_reconstruction(scene, args.out, options, args.workdir, progress)
+    rows = "\n".join(f"  {name:<9}{seconds:9.2f} s" for name, seconds in result.stage_seconds.items())
+    print(f"stages:\n{rows}\n  {'total':<9}{time.perf_counter() - start:9.2f} s")
+    print(f"wrote {result.ply} ({len(result.splats)} Gaussians); views, transforms.json"
+          f"{', flythrough.mp4' if result.video else ''} in {result.workdir}")
+    if args.view:
+        _view(result, args.port)
+    return 0
+
+
+def _view(result: ReconResult, port: int) -> None:
+    """Serve the result in viser (inputs and generated cameras as frustums) until Ctrl-C."""
+    from recon.viewer import CameraGroup, launch_viewer
+
+    size = result.images.shape[-1]
+    groups = [
+        CameraGroup(name, result.K[list(idx)], result.c2w[list(idx)], size, size, result.images[list(idx)], color)
+        for name, idx, color in (("inputs", result.input_indices, (20, 120, 255)),
+                                 ("generated", result.target_indices, (255, 120, 20)))
+    ]
+    session = launch_viewer(result.splats, groups, port=port)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopping viewer", flush=True)
+    finally:
+        session.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
