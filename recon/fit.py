@@ -42,9 +42,10 @@ class FitConfig:
     random_background: bool = True
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # used when random_background is False
     init_opacity: float = 0.1
+    init_scale: float = 0.5  # initial size = this x mean distance to the 3 nearest initial points
     refine_start: int | None = None  # default: 5 % of iterations
     refine_stop: int | None = None  # default: 50 %
-    refine_every: int | None = None  # default: 2.5 %, at least 10
+    refine_every: int | None = None  # default: 2.5 %, at least 25 steps
     grow_grad2d: float = 2e-4
     max_pairs: int = 1 << 22  # CPU rasteriser memory bound
     seed: int = 0
@@ -93,7 +94,7 @@ def _fit(
     strategy = DefaultStrategy(
         refine_start_iter=cfg.refine_start if cfg.refine_start is not None else cfg.iterations // 20,
         refine_stop_iter=cfg.refine_stop if cfg.refine_stop is not None else cfg.iterations // 2,
-        refine_every=cfg.refine_every if cfg.refine_every is not None else max(10, cfg.iterations // 40),
+        refine_every=cfg.refine_every if cfg.refine_every is not None else max(25, cfg.iterations // 40),
         grow_grad2d=cfg.grow_grad2d,
     )
     strategy.check_sanity(params, optimizers)
@@ -204,11 +205,14 @@ def _sample_colors(points: torch.Tensor, images: torch.Tensor, K: torch.Tensor, 
 
 
 def _init_params(points: torch.Tensor, colors: torch.Tensor, cfg: FitConfig, gen: torch.Generator):
-    """simple_trainer's initialisation: scale = mean distance to the 3 nearest neighbours, random quaternions."""
+    """simple_trainer's initialisation: scale from the 3 nearest neighbours, random quaternions.
+
+    ``init_scale`` < 1 (simple_trainer uses 1) keeps the first CPU iterations cheap: pair count grows with area.
+    """
     n = points.shape[0]
     dist, _ = cKDTree(points.cpu().numpy()).query(points.cpu().numpy(), k=min(4, n))
     dist = torch.as_tensor(dist, dtype=points.dtype).reshape(n, -1)[:, 1:]
-    avg = dist.mean(-1).clamp_min(1e-6) if dist.shape[1] else torch.full((n,), 0.01)
+    avg = cfg.init_scale * (dist.mean(-1).clamp_min(1e-6) if dist.shape[1] else torch.full((n,), 0.02))
     sh = torch.zeros(n, (cfg.sh_degree + 1) ** 2, 3)
     sh[:, 0] = (colors.cpu() - 0.5) / SH_C0
     dev = points.device

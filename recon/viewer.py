@@ -118,18 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
     args = parser.parse_args(argv)
+    session = None
     try:
         session = launch_viewer(args.ply, host=args.host, port=args.port)
+        while True:
+            time.sleep(1.0)
     except (FileNotFoundError, ValueError) as exc:
         print(f"cameo-view: error: {exc}", file=sys.stderr)
         return 2
-    try:
-        while True:
-            time.sleep(1.0)
     except KeyboardInterrupt:
         print("stopping viewer", flush=True)
     finally:
-        session.stop()
+        if session is not None:
+            session.stop()
     return 0
 
 

@@ -64,10 +64,15 @@ def test_viewer_cli_serves_ply_and_stops_on_interrupt(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "recon.viewer", str(path), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        line = ""
+        while "viewer running at" not in line:  # printed once the scene is loaded (after viser's banner)
+            line = proc.stdout.readline()
+            assert line, "viewer exited before printing its URL"
+        assert f"http://127.0.0.1:{port}" in line
         assert _get(f"http://127.0.0.1:{port}", timeout=60) == 200
         proc.send_signal(subprocess.signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0 and f"http://127.0.0.1:{port}" in out
+        assert proc.returncode == 0 and "stopping viewer" in out
     finally:
         if proc.poll() is None:
             proc.kill()
