@@ -23,13 +23,16 @@ def test_cli_nvs_writes_tables_and_pictures(tmp_path):
     assert main(["nvs", "--config", "tiny", "--scenes", "1", "--out", str(out)]) == 1  # exists, no --overwrite
 
 
-def test_cli_probe_and_perturb(tmp_path):
+def test_cli_probe_writes_precision_and_pictures(tmp_path):
     assert main(["probe", "--config", "tiny", "--scenes", "1", "--layers", "10", "--grid", "16", "--pictures", "1",
                  "--out", str(tmp_path / "probe")]) == 0
     rows = _rows(tmp_path / "probe" / "per_pair.csv")
     assert len(rows) == 3 and {r["layer"] for r in rows} == {"up_blocks.2.attentions.0.transformer_blocks.0.attn1"}
     assert all(0.0 <= float(r["precision"]) <= 1.0 for r in rows)
     assert len(list((tmp_path / "probe").glob("attention_*.png"))) == 1
+
+
+def test_cli_perturb_reports_change(tmp_path):
     assert main(["perturb", "--config", "tiny", "--scenes", "1", "--steps", "1", "--lpips", "none", "--layers", "10",
                  "--settings", "2-to-2", "--out", str(tmp_path / "perturb")]) == 0
     summary = _rows(tmp_path / "perturb" / "summary.csv")
