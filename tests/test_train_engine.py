@@ -117,6 +117,7 @@ def test_train_writes_loss_terms_and_scheduler(tmp_path):
 
 
 def test_train_two_cpu_processes_keep_identical_parameters(tmp_path):
+    """gloo DDP via torchrun: gradients are averaged, and a NaN on one rank skips the step on both."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "tests.train_standins", str(tmp_path)]
@@ -129,3 +130,5 @@ def test_train_two_cpu_processes_keep_identical_parameters(tmp_path):
     init = _initial_weights(toy_config(tmp_path))
     assert not torch.equal(rank0["unet.conv_in.weight"], init.conv_in.weight)
     assert latest_checkpoint(tmp_path / "run").name == "step-0000003"
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert 1 <= records[-1]["nan_skips"] < 3  # the poisoned steps were skipped on both ranks, the others trained

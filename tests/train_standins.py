@@ -126,7 +126,8 @@ def params_of(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def ddp_worker(out: str) -> None:
-    """Entry of the 2-process test: train a few steps, then write this rank's parameters to ``out/rank<r>.pt``."""
+    """Entry of the 2-process test: train a few steps (one item gives a NaN loss on one rank), then write this
+    rank's parameters to ``out/rank<r>.pt``."""
     from accelerate import PartialState
 
     from cameo.train.loop import train
@@ -136,7 +137,7 @@ def ddp_worker(out: str) -> None:
     cfg.optim = dataclasses.replace(cfg.optim, max_steps=3)
     cfg.checkpoint_every = 2
     keep: dict = {}
-    train(cfg, toy_builder(keep=keep))
+    train(cfg, toy_builder(nan_item=5, keep=keep))  # one poisoned item: the ranks must skip the same steps
     rank = PartialState().process_index
     parts = keep["parts"]  # the live modules this rank trained (accelerate wraps them, it does not copy them)
     state = {f"unet.{k}": v for k, v in parts.unet.state_dict().items()}
