@@ -160,27 +160,31 @@ def _sorted_pairs(
     if C * height * width >= 2**31:
         raise ValueError(f"{C} views of {width}x{height} exceed the int32 pixel index range; render fewer at once")
     m2d, r = means2d.reshape(-1, 2)[flat], radii.reshape(-1, 2)[flat].to(means2d.dtype)
-    con, opa = conics.reshape(-1, 3)[flat], opacities.reshape(-1)[flat]
     # pixel (col j, row i) has centre (j + 0.5, i + 0.5); keep centres within [mean - r, mean + r]
-    lo = torch.ceil(m2d - r - 0.5).clamp_min(0).int()
-    hi = torch.minimum(torch.floor(m2d + r - 0.5).int(), torch.tensor([width - 1, height - 1], dtype=torch.int32))
+    lo = torch.ceil(m2d - r - 0.5).clamp_min(0)
+    hi = torch.minimum(torch.floor(m2d + r - 0.5), torch.tensor([width - 1.0, height - 1.0]))
     span = (hi - lo + 1).clamp_min(0)
-    counts = span[:, 0].long() * span[:, 1]
-    # per visible Gaussian: its first pixel id and the start of its pairs (int32 arithmetic is ~2x faster)
-    first_pixel = ((flat // N) * (height * width) + lo[:, 1].long() * width + lo[:, 0]).int()
+    counts = (span[:, 0] * span[:, 1]).long()
+    first_pixel = ((flat // N) * (height * width) + lo[:, 1].long() * width + lo[:, 0].long()).int()
+    # one float table per visible Gaussian, gathered once per pair (small integers are exact in float32)
+    table = torch.cat([m2d, conics.reshape(-1, 3)[flat], opacities.reshape(-1)[flat, None], lo, span[:, :1]], 1)
     ends = torch.cumsum(counts, 0)
     gauss_chunks, pixel_chunks = [], []
     start_g = 0
     while start_g < flat.numel():
         base = int(ends[start_g - 1]) if start_g else 0
         end_g = max(int(torch.searchsorted(ends, base + max_pairs, right=True)), start_g + 1)
-        owner = torch.repeat_interleave(torch.arange(start_g, end_g, dtype=torch.int32), counts[start_g:end_g])
-        local = torch.arange(owner.numel(), dtype=torch.int32) - (ends[owner] - counts[owner] - base).int()
-        sx = span[owner, 0]
+        n_pairs = int(ends[end_g - 1]) - base
+        owner = torch.repeat_interleave(torch.arange(end_g - start_g, dtype=torch.int32), counts[start_g:end_g],
+                                        output_size=n_pairs)
+        starts = (ends[start_g:end_g] - counts[start_g:end_g] - base).int()
+        rows = table[start_g:end_g][owner]
+        local = torch.arange(n_pairs, dtype=torch.int32) - starts[owner]
+        sx = rows[:, 8].int()
         lx, ly = local % sx, local // sx
-        alpha, sigma = _pair_alpha(m2d[owner], con[owner], opa[owner], lo[owner, 0] + lx, lo[owner, 1] + ly)
+        alpha, sigma = _pair_alpha(rows[:, 0:2], rows[:, 2:5], rows[:, 5], rows[:, 6] + lx, rows[:, 7] + ly)
         keep = (sigma >= 0) & (alpha >= ALPHA_MIN)
-        owner = owner[keep]
+        owner = owner[keep] + start_g
         gauss_chunks.append(flat[owner])
         pixel_chunks.append(first_pixel[owner] + ly[keep] * width + lx[keep])
         start_g = end_g
