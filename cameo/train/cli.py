@@ -63,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         from accelerate import PartialState
 
         from cameo.train.autoencoder import train_autoencoder
-        from cameo.train.build import autoencoder_dir, build_components, psnr_validation
+        from cameo.train.build import autoencoder_dir, build_components, model_spec, psnr_validation
         from cameo.train.data import ensure_data
         from cameo.train.loop import train
 
+        model_spec(cfg)  # fail fast on model settings (missing --model.pretrained, bad resolution or layer)
         folder = autoencoder_dir(cfg)
         if stage == "autoencoder" or (folder is not None and not (folder / "config.json").is_file()):
             # process state only (device, rank); the diffusion stage builds its Accelerator with its precision
