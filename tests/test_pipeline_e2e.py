@@ -140,3 +140,16 @@ def test_same_seed_same_result(result, setup, tmp_path):
     assert torch.equal(again.images, res.images)
     assert torch.equal(again.splats.means, res.splats.means)
     assert again.ply.read_bytes() == res.ply.read_bytes()
+
+
+def test_single_view_circle_path(setup, tmp_path):
+    _, model_dir, scene = setup
+    one = load_scene(scene.source)
+    one.frames = one.frames[:1]
+    options = ReconOptions(checkpoint=model_dir, show_progress=False, write_video=False,
+                           **(OPTIONS | dict(num_views=2, steps=1, fit_iterations=1)))
+    res = run_reconstruction(one, tmp_path / "one.ply", options)
+    assert res.ply.is_file() and res.input_indices == (0,)
+    np.testing.assert_allclose(res.c2w, scene_path(one, 2, "circle", 0.15).c2w, atol=1e-6)
+    images, _ = pipeline._to_model_resolution(one.load_images(), one.K, MODEL_SIZE)
+    assert torch.equal(res.images[0], images[0])
