@@ -51,10 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, nargs="+", metavar="I",
                         help="nerfstudio input only: indices of the 1 or 2 frames to use (e.g. --frames 0 12)")
     gen = parser.add_argument_group("view generation")
-    gen.add_argument("--views", type=int, default=d.num_views, help="views to generate along the path (default: %(default)s)")
+    gen.add_argument("--views", type=int, default=d.num_views,
+                     help="views to generate along the path (default: %(default)s)")
     gen.add_argument("--steps", type=int, default=d.steps, help="DDIM steps (default: %(default)s)")
     gen.add_argument("--cfg", type=float, default=d.cfg, help="classifier-free guidance scale (default: %(default)s)")
-    gen.add_argument("--seed", type=int, default=d.seed, help="seed of diffusion noise and fitting (default: %(default)s)")
+    gen.add_argument("--seed", type=int, default=d.seed,
+                     help="seed of diffusion noise and fitting (default: %(default)s)")
     gen.add_argument("--path-mode", default=d.path_mode, choices=sorted(set(TWO_VIEW_MODES + ONE_VIEW_KINDS)),
                      help="2 views: auto, orbit or linear; 1 view: auto (=circle), circle, orbit, forward or "
                           "sideways (default: %(default)s)")
@@ -62,14 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="1 view: motion relative to the look-at depth (default: %(default)s)")
     gen.add_argument("--checkpoint", type=Path, help="exported model folder (default: bundled assets/model)")
     fit = parser.add_argument_group("Gaussian fitting")
-    fit.add_argument("--fit-iterations", type=int, default=d.fit_iterations, help="optimisation steps (default: %(default)s)")
+    fit.add_argument("--fit-iterations", type=int, default=d.fit_iterations,
+                     help="optimisation steps (default: %(default)s)")
     fit.add_argument("--fit-points", type=int, default=d.fit_points, help="initial Gaussians (default: %(default)s)")
     fit.add_argument("--lpips-weight", type=float, default=d.lpips_weight,
                      help="LPIPS weight in the loss; > 0 needs `cameo-eval install-lpips` once (default: %(default)s)")
     run = parser.add_argument_group("run")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
     run.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    run.add_argument("--workdir", type=Path, help="folder for frames, transforms.json, video (default: <ply stem>_views)")
+    run.add_argument("--workdir", type=Path,
+                     help="folder for frames, transforms.json, video (default: <ply stem>_views)")
     run.add_argument("--no-video", action="store_true", help="skip flythrough.mp4")
     run.add_argument("--view", action="store_true", help="open the viser viewer on the result (Ctrl-C to stop)")
     run.add_argument("--port", type=int, default=8080, help="viewer port (default: %(default)s)")
@@ -94,7 +98,8 @@ def load_input(path: Path, frames: Sequence[int] | None) -> Scene:
 
         return import_nerfstudio(path, frames)
     if frames is not None:
-        raise SceneError(path, "frames", "--frames selects frames of a nerfstudio transforms.json; this is a scene.json")
+        raise SceneError(path, "frames",
+                         "--frames selects frames of a nerfstudio transforms.json; this is a scene.json")
     return load_scene(path)
 
 
