@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cameo.atomic import write_json_atomic
 from cameo.cameras import invert_pose
 from cameo.scene import (
     Frame,
     Scene,
     SceneError,
-    atomic_write_text,
     check_intrinsics,
     check_pose,
     relative_image_path,
@@ -170,7 +170,7 @@ def save_nerfstudio(frames: Sequence[Frame], path: str | os.PathLike[str]) -> Pa
             for f in frames
         ],
     }
-    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(path, meta)
     return path
 
 

@@ -16,14 +16,13 @@ A regular wheel install does not carry ``assets/``: set ``CAMEO_MODEL`` or pass 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
+from cameo.atomic import atomic_dir
 from cameo.model import AutoencoderCodec, IdentityCodec, LatentCodec, MultiViewUNet
 from cameo.train.config import ConfigError, TrainConfig, dump_config, load_config
 
@@ -124,18 +123,10 @@ def save_model_folder(
     """Write in-memory parts in the exported layout (tests and benchmarks with untrained weights; trained
     models come from ``cameo-train``'s export). ``config`` supplies ``data.resolution`` and ``data.num_views``."""
     folder = Path(folder)
-    if folder.exists():
-        raise FileExistsError(f"{folder} already exists; choose a new folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(str(tmp / "unet"), safe_serialization=True)
         schedule.save_pretrained(str(tmp / "scheduler"))
         if vae is not None:
             vae.save_pretrained(str(tmp / CODEC_FOLDERS[0]), safe_serialization=True)
         (tmp / "train_config.yaml").write_text(dump_config(config), encoding="utf-8")
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from cameo.atomic import write_json_atomic
 
 SCENE_VERSION = 1
 SCENE_CONVENTION = "opencv"
@@ -260,19 +261,6 @@ def load_scene(path: str | os.PathLike[str], check_images: bool = True) -> Scene
     return validate_scene(scene, check_images=check_images)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder + ``os.replace`` (never half-written)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def relative_image_path(image: Path, folder: Path) -> str:
     """``image`` relative to ``folder`` with forward slashes (portable JSON)."""
     return Path(os.path.relpath(Path(image).resolve(), folder.resolve())).as_posix()
@@ -303,7 +291,7 @@ def save_scene(scene: Scene, path: str | os.PathLike[str], check_images: bool = 
     """Validate ``scene`` and write it atomically to ``path`` (image paths relative to its folder)."""
     path = Path(path)
     validate_scene(Scene(scene.frames, source=path), check_images=check_images)
-    atomic_write_text(path, json.dumps(scene_to_dict(scene, path.parent), indent=2) + "\n")
+    write_json_atomic(path, scene_to_dict(scene, path.parent))
     return path
 
 

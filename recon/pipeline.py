@@ -17,8 +17,6 @@ Deterministic for a given seed on a given device. Bad input raises ``cameo.scene
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cameo.atomic import atomic_dir, atomic_path
 from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics
 from cameo.importers import save_nerfstudio
 from cameo.pretrained import ModelFolderError, Pretrained, load_pretrained
@@ -235,33 +234,17 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def _write_frames(images: torch.Tensor, folder: Path) -> list[Path]:
     """PNG per view (``NNNN.png``) written into a temp folder that then replaces ``folder`` as a whole."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder, overwrite=True) as tmp:
         for i, array in enumerate(_to_uint8(images)):
             Image.fromarray(array).save(tmp / f"{i:04d}.png")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            shutil.rmtree(old)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return [folder / f"{i:04d}.png" for i in range(len(images))]
 
 
 def _write_video(images: torch.Tensor, path: Path) -> Path:
     """H.264 mp4 of the views in path order (imageio's ffmpeg writer; needs imageio-ffmpeg), written atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=VIDEO_FPS, codec="libx264",
                                 macro_block_size=2, ffmpeg_log_level="error") as writer:
             for frame in _to_uint8(images):
                 writer.append_data(frame)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from gsplat import export_splats
 
+from cameo.atomic import write_bytes_atomic
 from cameo.cameras import invert_pose
 from recon.rasterize import rasterization
 
@@ -76,21 +76,10 @@ def render(
 def export_ply(splats: Splats, path: str | os.PathLike) -> Path:
     """Write the standard 3DGS PLY (gsplat's exporter) atomically: a temp file next to ``path``, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     s = splats.detach()
     data = export_splats(s.means.cpu(), s.scales.cpu(), s.quats.cpu(), s.opacities.cpu(), s.sh0.cpu(), s.shN.cpu(),
                          format="ply")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)  # mkstemp creates 0600; give the file the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
     return path
 
 

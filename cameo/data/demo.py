@@ -7,13 +7,11 @@ every view's PNG, ``depth.npy`` (z-depth, NaN = sky) and ``cameras.json`` (OpenC
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from cameo.atomic import atomic_dir
 from cameo.scene import Scene, make_frames, save_scene
 
 from .procedural import KINDS, generate_scene
@@ -39,8 +37,7 @@ def make_demo_scenes(
         for index in range(count):
             s = generate_scene(kind, seed, index, views, resolution, split="demo")
             final = out / f"{kind}_{index:02d}"
-            tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{final.name}."))
-            try:
+            with atomic_dir(final, overwrite=True) as tmp:
                 (tmp / "gt").mkdir()
                 for v in range(views):
                     write_png_atomic(tmp / "gt" / f"view_{v:02d}.png", s.rgb[v])
@@ -49,17 +46,8 @@ def make_demo_scenes(
                     {"convention": "opencv", "K": s.K.tolist(), "c2w": s.c2w.tolist(), "scene_id": s.scene_id}))
                 # Inputs: the first view and (for 2 inputs) the last one, the widest baseline on the path.
                 picks = [0, views - 1][:num_inputs]
-                inputs = []
-                for v in picks:
-                    inputs.append(write_png_atomic(tmp / f"input_{v:02d}.png", s.rgb[v]))
+                inputs = [write_png_atomic(tmp / f"input_{v:02d}.png", s.rgb[v]) for v in picks]
                 frames = make_frames(inputs, s.K[picks], s.c2w[picks], [(resolution, resolution)] * len(picks))
                 save_scene(Scene(frames), tmp / "scene.json")
-                os.chmod(tmp, 0o755)
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
             written.append(final / "scene.json")
     return written

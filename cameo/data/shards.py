@@ -9,9 +9,6 @@ rerun skips it. Plain ``.npy`` files load with memory mapping for cheap random a
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -20,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from cameo.atomic import atomic_dir, write_json_atomic
 
 from .procedural import KINDS, generate_scene
 
@@ -51,19 +50,6 @@ def shard_name(k: int) -> str:
     return f"shard_{k:05d}"
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON via a temporary file in the same folder and ``os.replace`` (no half-written file on failure)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _render_shard(root: str, shard: int, config: DatasetConfig) -> int:
     """Render one shard into a temp folder and rename it into place; returns the number of scenes."""
     torch.set_num_threads(1)
@@ -74,17 +60,10 @@ def _render_shard(root: str, shard: int, config: DatasetConfig) -> int:
                        meshes=config.meshes)
         for i in indices
     ]
-    final = Path(root) / shard_name(shard)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    try:
+    with atomic_dir(Path(root) / shard_name(shard), overwrite=True) as tmp:
         for field in ("rgb", "depth", "K", "c2w"):
             np.save(tmp / f"{field}.npy", np.stack([getattr(s, field) for s in scenes]))
         (tmp / "scene_ids.json").write_text(json.dumps([s.scene_id for s in scenes]))
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700 folders
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return len(scenes)
 
 

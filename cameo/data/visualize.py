@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -11,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cameo.atomic import atomic_path
 from cameo.correspondence import token_correspondences
 
 
@@ -62,16 +61,7 @@ def sample_grid(sample: dict, token_hw: tuple[int, int] = (16, 16), scale: int =
 
 
 def write_png_atomic(path: Path | str, image: np.ndarray) -> Path:
-    """Write a PNG via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    """Write a PNG atomically."""
+    with atomic_path(path) as tmp:
         iio.imwrite(tmp, image)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)

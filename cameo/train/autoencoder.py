@@ -6,8 +6,6 @@ VAE) and saves it with ``save_pretrained`` (atomically) for the diffusion stage 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -17,7 +15,7 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from cameo.model import get_spec, small_autoencoder
-from cameo.train.checkpoint import replace_dir_atomic
+from cameo.atomic import atomic_dir
 from cameo.train.config import TrainConfig
 from cameo.train.data import open_datasets
 
@@ -67,11 +65,8 @@ def train_autoencoder(cfg: TrainConfig, accelerator) -> Path:
     metrics = _calibrate_and_measure(vae, train_set, val_set, cfg, accelerator.device)
     with open(log, "a") as f:
         f.write(json.dumps({"step": ae_cfg.steps, **metrics}) + "\n")
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    vae.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
-    replace_dir_atomic(tmp, folder)
+    with atomic_dir(folder, overwrite=True) as tmp:
+        vae.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
     return folder
 
 

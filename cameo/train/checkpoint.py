@@ -13,7 +13,6 @@ atomically) names the newest complete one, so a kill at any moment leaves the pr
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,34 +21,14 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from cameo.atomic import replace_dir, write_text_atomic
+
 TRAINER_STATE = "trainer_state.json"
 LATEST = "latest"
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def replace_dir_atomic(tmp: Path, final: Path) -> None:
-    """Move a completed folder into place; an existing ``final`` is moved aside first and deleted afterwards."""
-    aside = None
-    if final.exists():
-        aside = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, aside)
-    os.replace(tmp, final)
-    if aside is not None:
-        shutil.rmtree(aside)
 
 
 def register_model_io(accelerator: Accelerator, names: list[str]) -> None:
@@ -114,7 +93,7 @@ def save_checkpoint(
         if extra is not None:
             extra(tmp)
         write_text_atomic(tmp / TRAINER_STATE, json.dumps(trainer_state, indent=2))
-        replace_dir_atomic(tmp, final)
+        replace_dir(tmp, final)
         write_text_atomic(root / LATEST, final.name)
         prune_checkpoints(root, keep)
     accelerator.wait_for_everyone()

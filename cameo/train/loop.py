@@ -5,7 +5,6 @@ atomic checkpoints with exact resume, a tqdm bar and a metrics.jsonl log.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -20,13 +19,12 @@ from diffusers.optimization import get_constant_schedule_with_warmup
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cameo.atomic import atomic_dir, write_text_atomic
 from cameo.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     register_model_io,
-    replace_dir_atomic,
     save_checkpoint,
-    write_text_atomic,
 )
 from cameo.train.components import Components
 from cameo.train.config import TrainConfig, dump_config
@@ -275,19 +273,16 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, extra_folders: dict[str, Path]) -> None:
     """Copy the model parts of a checkpoint (UNet, scheduler, CAMEO head) and ``extra_folders`` (the codec)
     into a standalone folder."""
-    tmp = export.with_name(f".{export.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for name in ("unet", "scheduler"):
-        shutil.copytree(checkpoint / name, tmp / name)
-    if (checkpoint / "cameo_head.safetensors").is_file():
-        shutil.copy2(checkpoint / "cameo_head.safetensors", tmp / "cameo_head.safetensors")
-    for name, folder in extra_folders.items():
-        shutil.copytree(folder, tmp / name)
-    (tmp / "train_config.yaml").write_text(dump_config(cfg))
-    (tmp / "model_card.md").write_text(model_card(cfg, json.loads((checkpoint / "trainer_state.json").read_text())))
-    replace_dir_atomic(tmp, export)
+    with atomic_dir(export, overwrite=True) as tmp:
+        for name in ("unet", "scheduler"):
+            shutil.copytree(checkpoint / name, tmp / name)
+        if (checkpoint / "cameo_head.safetensors").is_file():
+            shutil.copy2(checkpoint / "cameo_head.safetensors", tmp / "cameo_head.safetensors")
+        for name, folder in extra_folders.items():
+            shutil.copytree(folder, tmp / name)
+        (tmp / "train_config.yaml").write_text(dump_config(cfg))
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        (tmp / "model_card.md").write_text(model_card(cfg, state))
 
 
 def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
