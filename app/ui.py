@@ -1,0 +1,224 @@
+"""The Gradio page of ``cameo-app``: inputs and settings, a Run handler on ``recon.pipeline``, the results.
+
+The handler only glues: ``app.inputs`` builds the scene, ``recon.pipeline.run_reconstruction`` does the work (its
+progress callback drives ``gr.Progress``), ``app.outputs`` zips the views and starts the viser viewer. Every
+expected failure reaches the page as a readable ``gr.Error``; unexpected ones are logged with their traceback on
+the server and summarised in one line on the page.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from app.camera_fields import RELATIVE_POSE_MODES, CameraFields
+from app.examples import DEFAULT_EXAMPLES_DIR, Example, find_examples
+from app.inputs import DEFAULT_MAX_PIXELS, InputError, build_scene
+from app.model import ModelHolder
+from app.outputs import start_viewer, zip_views
+from app.workspace import Workspaces
+from cameo.scene import SceneError
+from recon.pipeline import ProgressFn, ReconError, ReconOptions, ReconResult, run_reconstruction
+
+log = logging.getLogger(__name__)
+
+STAGES = {  # pipeline stage -> (start, end) of the overall bar, label
+    "path": (0.00, 0.02, "Planning the camera path"),
+    "generate": (0.02, 0.70, "Generating views"),
+    "fit": (0.70, 0.98, "Fitting 3D Gaussians"),
+    "export": (0.98, 1.00, "Writing splat.ply"),
+}
+INTRO = """# cameo-recon: 3D from one or two photos
+Upload 1 or 2 images of a scene (or click an example below), set their cameras, press **Run**. A multi-view
+diffusion model generates views along a camera path, then 3D Gaussians are fitted to them. Everything runs on this
+machine; nothing is sent anywhere."""
+
+
+@dataclass
+class AppConfig:
+    """How the app runs; ``options`` holds the pipeline settings not on the page (device, model, fitting)."""
+
+    options: ReconOptions = field(default_factory=lambda: ReconOptions(show_progress=False))
+    examples_dir: Path | None = DEFAULT_EXAMPLES_DIR
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    session_ttl: float = 3600.0
+    viewer_host: str = "127.0.0.1"
+
+
+@dataclass
+class CameoApp:
+    """The built page plus what it owns (sessions' temp folders and viewers, the model); ``close`` frees them."""
+
+    demo: gr.Blocks
+    workspaces: Workspaces
+    models: ModelHolder
+    examples: list[Example]
+    config: AppConfig
+
+    def allowed_paths(self) -> list[str]:
+        """Folders gradio may serve files from: the session folders and the examples."""
+        paths = [str(self.workspaces.root)]
+        if self.config.examples_dir is not None and Path(self.config.examples_dir).is_dir():
+            paths.append(str(Path(self.config.examples_dir).resolve()))
+        return paths
+
+    def close(self) -> None:
+        self.demo.close()
+        self.workspaces.shutdown()
+
+
+class ValidatedImage(gr.Image):
+    """``gr.Image`` whose upload decoding failures become a readable ``gr.Error``.
+
+    gradio opens uploads with PIL in ``preprocess`` and lets its exception escape as an opaque server error.
+    """
+
+    is_template = True  # gradio's mechanism for subclasses: the page renders it with Image's frontend
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            name = getattr(payload, "orig_name", None) or Path(getattr(payload, "path", "") or "upload").name
+            raise gr.Error(f"{self.label} ({name}) is not an image this app can read (PNG, JPEG, WebP, ...): {err}",
+                           print_exception=False) from None
+
+
+def overall_progress(stage: str, fraction: float) -> tuple[float, str]:
+    """Position on the page's single progress bar and its label for a pipeline ``(stage, fraction)`` report."""
+    start, end, label = STAGES.get(stage, (0.0, 1.0, stage))
+    return start + (end - start) * fraction, f"{label} ({fraction:.0%})"
+
+
+def error_message(err: Exception) -> str:
+    """User-facing text of an expected error (scene errors name the uploaded file by its name, not its temp path)."""
+    if isinstance(err, SceneError):
+        where = f"{Path(err.file).name}: {err.field}" if err.field else Path(err.file).name
+        return f"{where}: {err.message}"
+    return str(err)
+
+
+def _summary(result: ReconResult) -> str:
+    seconds = ", ".join(f"{name} {s:.1f} s" for name, s in result.stage_seconds.items())
+    return f"Done: {len(result.target_indices)} generated views, {len(result.splats)} Gaussians. Time: {seconds}."
+
+
+def build_app(config: AppConfig | None = None) -> CameoApp:
+    """Build the page (not yet launched). The model is loaded now so the page can say whether one is available."""
+    config = config or AppConfig()
+    models = ModelHolder(config.options.checkpoint, config.options.device)
+    workspaces = Workspaces(config.session_ttl)
+    examples = find_examples(config.examples_dir)
+    d = config.options
+
+    def reconstruct(image1: str | None, image2: str | None, camera_source: str, camera_file: str | None,
+                    fov: float, pose_mode: str, orbit_deg: float, distance: float, tx: float, ty: float, tz: float,
+                    num_views: float, steps: float, cfg: float, seed: float, fit_iterations: float,
+                    request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Run the pipeline on the page's inputs; returns the values of the output components."""
+        fields = CameraFields(float(fov), pose_mode, float(orbit_deg), float(distance), (tx, ty, tz))
+        try:
+            scene = build_scene([image1, image2], camera_source, camera_file, fields, config.max_image_pixels)
+            options = replace(d, num_views=int(num_views), steps=int(steps), cfg=float(cfg), seed=int(seed),
+                              fit_iterations=int(fit_iterations))
+            progress(0.0, desc="Loading the model")
+            pretrained = models.get()
+            with workspaces.get(request.session_hash or "local").in_use() as ws:
+                run = ws.new_run()
+                result = run_reconstruction(scene, run / "splat.ply", options, run / "views",
+                                            _report_to(progress), pretrained=pretrained)
+                views_zip = zip_views(result, run / "views.zip")
+                ws.viewer = start_viewer(result, config.viewer_host)
+        except (InputError, SceneError, ReconError) as err:
+            raise gr.Error(error_message(err), print_exception=False) from None
+        except Exception as err:  # noqa: BLE001 - the page gets one line, the server log the traceback
+            log.exception("reconstruction failed")
+            raise gr.Error(f"Reconstruction failed ({type(err).__name__}: {err}); the server log has details.",
+                           print_exception=False) from None
+        gallery = [(str(result.frames[i]), f"view {i}") for i in result.target_indices]
+        viewer = f"**3D viewer:** [{ws.viewer.url}]({ws.viewer.url}) (viser, open while this page is)"
+        ply = str(result.ply)
+        return (gallery, str(result.video) if result.video else None, ply, ply, str(views_zip), viewer,
+                _summary(result))
+
+    with gr.Blocks(title="cameo-recon", analytics_enabled=False, delete_cache=(600, int(config.session_ttl))) as demo:
+        gr.Markdown(INTRO)
+        gr.Markdown(models.status(), elem_id="model-status")
+        with gr.Row():
+            with gr.Column(scale=1):
+                with gr.Row():
+                    image1 = ValidatedImage(label="Image 1", type="filepath", sources=["upload", "clipboard"])
+                    image2 = ValidatedImage(label="Image 2 (optional)", type="filepath",
+                                            sources=["upload", "clipboard"])
+                camera_source = gr.Radio([("Fields below", "fields"), ("Camera file", "file")], value="fields",
+                                         label="Cameras")
+                camera_file = gr.File(label="scene.json or nerfstudio transforms.json", file_types=[".json"],
+                                      type="filepath", visible=False)
+                with gr.Group(visible=True) as field_group:
+                    fov = gr.Slider(10, 120, value=CameraFields.fov_deg, step=1,
+                                    label="Horizontal field of view (degrees)")
+                    pose_mode = gr.Radio(list(RELATIVE_POSE_MODES), value=CameraFields.mode,
+                                         label="Image 2 relative to image 1")
+                    with gr.Row(visible=True) as orbit_row:
+                        orbit_deg = gr.Number(CameraFields.orbit_deg, label="Orbit angle (degrees, + = right)")
+                        distance = gr.Number(CameraFields.distance, label="Look-at distance")
+                    with gr.Row(visible=False) as translation_row:
+                        tx, ty, tz = (gr.Number(v, label=f"{axis} (camera 1 axes: x right, y down, z forward)")
+                                      for v, axis in zip(CameraFields.translation, "xyz"))
+                with gr.Accordion("Settings", open=True):
+                    num_views = gr.Slider(1, 200, value=d.num_views, step=1, label="Generated views")
+                    steps = gr.Slider(1, 100, value=d.steps, step=1, label="DDIM steps")
+                    cfg = gr.Slider(1.0, 10.0, value=d.cfg, step=0.1, label="CFG scale (1 = no guidance)")
+                    seed = gr.Number(d.seed, precision=0, label="Seed")
+                    fit_iterations = gr.Number(d.fit_iterations, precision=0, minimum=1,
+                                               label="Fitting iterations")
+                run_button = gr.Button("Run", variant="primary", elem_id="run")
+                status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+            with gr.Column(scale=1):
+                gallery = gr.Gallery(label="Generated views", columns=6, height=260, elem_id="gallery")
+                video = gr.Video(label="Fly-through", autoplay=True, loop=True)
+                splat_view = gr.Model3D(label="3D Gaussians (splat.ply)", elem_id="splat")
+                with gr.Row():
+                    ply_file = gr.File(label="splat.ply")
+                    zip_file = gr.File(label="views + transforms.json (zip)")
+                viewer_link = gr.Markdown(elem_id="viewer-link")
+        if examples:
+            gr.Examples([[str(e.images[0]), str(e.images[1]) if len(e.images) > 1 else None, "file",
+                          str(e.scene_file)] for e in examples],
+                        inputs=[image1, image2, camera_source, camera_file], example_labels=[e.name for e in examples],
+                        label="Bundled examples (click one, then Run)", examples_per_page=len(examples))
+        else:
+            gr.Markdown(f"No bundled examples in `{config.examples_dir}` (make them with `cameo-data demo "
+                        "assets/demo`).")
+
+        camera_source.change(lambda s: (gr.update(visible=s == "file"), gr.update(visible=s == "fields")),
+                             camera_source, [camera_file, field_group], api_visibility="private", queue=False)
+        pose_mode.change(lambda m: (gr.update(visible=m == "orbit"), gr.update(visible=m == "translation")),
+                         pose_mode, [orbit_row, translation_row], api_visibility="private", queue=False)
+        run_button.click(
+            reconstruct,
+            [image1, image2, camera_source, camera_file, fov, pose_mode, orbit_deg, distance, tx, ty, tz,
+             num_views, steps, cfg, seed, fit_iterations],
+            [gallery, video, splat_view, ply_file, zip_file, viewer_link, status],
+            api_name="reconstruct", concurrency_limit=1, concurrency_id="reconstruct",
+        )
+
+        def end_session(request: gr.Request) -> None:
+            workspaces.close(request.session_hash or "local")
+
+        demo.unload(end_session)
+    return CameoApp(demo, workspaces, models, examples, config)
+
+
+def _report_to(progress: gr.Progress) -> ProgressFn:
+    """The pipeline's ``progress(stage, fraction)`` callback feeding the page's progress bar."""
+    def report(stage: str, fraction: float) -> None:
+        value, label = overall_progress(stage, fraction)
+        progress(value, desc=label)
+
+    return report
