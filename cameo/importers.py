@@ -10,7 +10,6 @@ Conversions happen only here (see docs/CONTRACTS.md); everything returned is Ope
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from cameo.scene import (
     SceneError,
     check_intrinsics,
     check_pose,
+    read_json,
     relative_image_path,
     validate_scene,
 )
@@ -112,12 +112,7 @@ def _ns_frame(meta: dict[str, Any], frame: Any, index: int, source: Path) -> Fra
 def read_nerfstudio(path: str | os.PathLike[str]) -> list[Frame]:
     """All frames of a nerfstudio ``transforms.json`` as OpenCV frames (image files are not opened)."""
     source = Path(path)
-    try:
-        meta = json.loads(source.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SceneError(source, "", f"cannot read file: {err.strerror or err}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SceneError(source, "", f"not valid JSON: {err}") from None
+    meta = read_json(source)
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
         raise SceneError(source, "frames", "missing field (expected a list of frames)")
     model = meta.get("camera_model", "OPENCV")

@@ -239,15 +239,20 @@ def _parse_frame(obj: Any, index: int, source: Path) -> Frame:
     )
 
 
-def load_scene(path: str | os.PathLike[str], check_images: bool = True) -> Scene:
-    """Read and validate ``scene.json``; image paths become absolute. Raises :class:`SceneError` on bad input."""
-    source = Path(path)
+def read_json(source: Path) -> Any:
+    """Parse a JSON file; unreadable or malformed files raise :class:`SceneError` naming the file."""
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
+        return json.loads(source.read_text(encoding="utf-8"))
     except OSError as err:
         raise SceneError(source, "", f"cannot read file: {err.strerror or err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SceneError(source, "", f"not valid JSON: {err}") from None
+
+
+def load_scene(path: str | os.PathLike[str], check_images: bool = True) -> Scene:
+    """Read and validate ``scene.json``; image paths become absolute. Raises :class:`SceneError` on bad input."""
+    source = Path(path)
+    data = read_json(source)
     if not isinstance(data, dict):
         raise SceneError(source, "", "top level must be a JSON object")
     version = _require(data, "version", (int,), source, "")

@@ -10,13 +10,7 @@ from cameo.model import CAMEO_DEFAULT_LAYER, build_model
 from cameo.model.attention import CapturedAttention
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads spin against other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_loss(cap: CapturedAttention, index, valid, head: AttentionLogitHead, loss: str) -> torch.Tensor:

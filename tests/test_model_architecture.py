@@ -22,13 +22,7 @@ from cameo.model import (
 SD21_STOCK_UNET_PARAMS = 865_910_724  # diffusers SD2.1 UNet with text cross-attention
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads spin against other jobs (100x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sd21_topology_on_meta_device() -> None:

@@ -11,13 +11,7 @@ from cameo.model import CAMEO_DEFAULT_LAYER, MultiViewUNet, build_model
 S = 16  # tiny config image / latent size
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads spin against other jobs (100x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(b: int = 1, f: int = 3, seed: int = 0) -> tuple[torch.Tensor, ...]:
