@@ -37,8 +37,8 @@ def image_size(path: str | os.PathLike[str], label: str, max_pixels: int = DEFAU
         with Image.open(path) as im:
             width, height = im.size
             if width * height > max_pixels:
-                raise InputError(f"{label} ({name}) is {width}x{height} = {width * height / 1e6:.1f} MP; the limit "
-                                 f"is {max_pixels / 1e6:.1f} MP. Downscale it first.")
+                raise InputError(f"{label} ({name}) is {width}x{height} = {width * height:,} pixels; the limit is "
+                                 f"{max_pixels:,} ({max_pixels / 1e6:g} MP). Downscale it first.")
             im.load()
     except (UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise InputError(f"{label} ({name}) is not an image this app can read (PNG, JPEG, WebP, ...): {err}") from None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import tempfile
 import zipfile
 from pathlib import Path
 
+from cameo.atomic import atomic_path
 from recon.pipeline import ReconResult
 from recon.viewer import CameraGroup, ViewerSession, launch_viewer
 
@@ -17,17 +16,10 @@ GENERATED_COLOR = (255, 120, 20)
 
 def zip_views(result: ReconResult, path: Path) -> Path:
     """``path`` (.zip) holding ``frames/NNNN.png`` and ``transforms.json`` (nerfstudio layout), written atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".zip")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are already compressed
-            zf.write(result.transforms, "transforms.json")
-            for frame in result.frames:
-                zf.write(frame, f"frames/{frame.name}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.write(result.transforms, "transforms.json")  # stored, not deflated: PNGs are already compressed
+        for frame in result.frames:
+            zf.write(frame, f"frames/{frame.name}")
     return path
 
 

@@ -72,21 +72,26 @@ class CameoApp:
         self.workspaces.shutdown()
 
 
-class ValidatedImage(gr.Image):
-    """``gr.Image`` whose upload decoding failures become a readable ``gr.Error``.
+def image_input(label: str) -> gr.Image:
+    """An image upload (file path) whose decoding failures reach the page as a readable ``gr.Error``.
 
-    gradio opens uploads with PIL in ``preprocess`` and lets its exception escape as an opaque server error.
+    gradio's ``Image.preprocess`` opens the upload with PIL and lets its exception escape as an opaque server
+    error. The check wraps this one instance's method: subclassing a component makes gradio write a ``.pyi``
+    stub next to the subclass's source file at import time.
     """
+    image = gr.Image(label=label, type="filepath", sources=["upload", "clipboard"])
+    preprocess = image.preprocess
 
-    is_template = True  # gradio's mechanism for subclasses: the page renders it with Image's frontend
-
-    def preprocess(self, payload: Any) -> Any:
+    def checked(payload: Any) -> Any:
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            name = getattr(payload, "orig_name", None) or Path(getattr(payload, "path", "") or "upload").name
-            raise gr.Error(f"{self.label} ({name}) is not an image this app can read (PNG, JPEG, WebP, ...): {err}",
+            name = getattr(payload, "orig_name", None) or Path(getattr(payload, "path", None) or "upload").name
+            raise gr.Error(f"{label} ({name}) is not an image this app can read (PNG, JPEG, WebP, ...): {err}",
                            print_exception=False) from None
+
+    image.preprocess = checked  # type: ignore[method-assign]
+    return image
 
 
 def overall_progress(stage: str, fraction: float) -> tuple[float, str]:
@@ -152,9 +157,8 @@ def build_app(config: AppConfig | None = None) -> CameoApp:
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Row():
-                    image1 = ValidatedImage(label="Image 1", type="filepath", sources=["upload", "clipboard"])
-                    image2 = ValidatedImage(label="Image 2 (optional)", type="filepath",
-                                            sources=["upload", "clipboard"])
+                    image1 = image_input("Image 1")
+                    image2 = image_input("Image 2 (optional)")
                 camera_source = gr.Radio([("Fields below", "fields"), ("Camera file", "file")], value="fields",
                                          label="Cameras")
                 camera_file = gr.File(label="scene.json or nerfstudio transforms.json", file_types=[".json"],
