@@ -88,7 +88,7 @@ def load_pretrained(path: str | os.PathLike[str] | None = None, device: str | to
     except ConfigError as err:
         raise ModelFolderError(f"{config_file}: unreadable training config: {err}") from None
     dev = resolve_device(device)
-    model = MultiViewUNet.from_pretrained(str(folder / "unet"), local_files_only=True).to(dev).eval()
+    model = MultiViewUNet.from_pretrained(str(folder / "unet"), local_files_only=True, torch_dtype=torch.float32).to(dev).eval()
     schedule = DDPMScheduler.from_pretrained(str(folder / "scheduler"), local_files_only=True)
     card = folder / "model_card.md"
     return Pretrained(
@@ -110,7 +110,7 @@ def _load_codec(folder: Path, kind: str, device: torch.device) -> LatentCodec:
         return IdentityCodec()
     for name in CODEC_FOLDERS:
         if (folder / name / "config.json").is_file():
-            vae = AutoencoderKL.from_pretrained(str(folder / name), local_files_only=True)
+            vae = AutoencoderKL.from_pretrained(str(folder / name), local_files_only=True, torch_dtype=torch.float32)
             return AutoencoderCodec(vae.to(device).eval().requires_grad_(False))
     raise ModelFolderError(f"{folder / CODEC_FOLDERS[0]} missing: the model denoises {kind} latents, so the folder "
                            f"needs the codec (vae/config.json + weights, AutoencoderKL.save_pretrained)")

@@ -12,6 +12,7 @@ import yaml
 from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.utils import set_seed
 from diffusers import AutoencoderKL, DDPMScheduler
+from safetensors.torch import load_file
 
 from cameo.model import MultiViewUNet
 from cameo.train.build import build_components, model_spec
@@ -89,6 +90,18 @@ def test_train_latent_preset_trains_autoencoder_then_model(tmp_path):
     ae_log = [json.loads(x) for x in (run / "autoencoder_metrics.jsonl").read_text().splitlines()]
     assert "val_recon_psnr" in ae_log[-1]
     assert math.isfinite(json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["loss_cameo"])
+
+    # Exporting the run's newest checkpoint in float16 halves the files; loaders get float32 modules back.
+    assert main(["export", "--config", str(config), "--out", str(tmp_path / "half"), "--half"]) == 0
+    for part in ("unet", "vae"):
+        weights = load_file(str(next((tmp_path / "half" / part).glob("*.safetensors"))))
+        assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    from cameo.pretrained import load_pretrained
+
+    full, half = load_pretrained(run / "model", "cpu"), load_pretrained(tmp_path / "half", "cpu")
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    for a, b in zip(full.model.state_dict().values(), half.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4)
 
 
 def test_train_missing_autoencoder_folder_is_a_clear_error(tmp_path):

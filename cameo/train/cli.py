@@ -5,6 +5,7 @@ Examples:
   cameo-train autoencoder --config demo-cpu             # only the codec stage
   cameo-train --config bench-cameo --optim.max-steps 200 --output-dir runs/try
   cameo-train --config demo-cpu --resume                # continue from the newest complete checkpoint
+  cameo-train export --config demo-cpu --out assets/model --half   # export the newest checkpoint (fp16 weights)
   accelerate launch --num_processes 2 -m cameo.train.cli --config sd21-re10k --model.pretrained /models/sd21
 """
 
@@ -18,30 +19,34 @@ import tyro
 from cameo.train.config import ConfigError, TrainConfig, load_config
 
 
-STAGES = ("train", "autoencoder")
+STAGES = ("train", "autoencoder", "export")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cameo-train",
         description=__doc__.split("\n\n")[0] + "\n\nstages: train (default) trains the diffusion model, after "
-        "training the small autoencoder when a latent preset lacks it; autoencoder trains only that codec.",
+        "training the small autoencoder when a latent preset lacks it; autoencoder trains only that codec; "
+        "export copies the newest complete checkpoint of the run into a standalone model folder.",
         epilog="Every other option overrides a config field, e.g. --optim.lr 1e-4 --cameo.no-enabled "
         "--data.path DIR. `cameo-train --config NAME --help` lists them all with the config's values. "
         "Shipped configs: demo-cpu, bench-baseline, bench-cameo, sd21-re10k, sd21-co3d (or a YAML path).",
-        usage="cameo-train [train|autoencoder] --config CONFIG [--resume] [--section.field VALUE ...]",
+        usage="cameo-train [train|autoencoder|export] --config CONFIG [--resume] [--out DIR] [--half] "
+        "[--section.field VALUE ...]",
         add_help=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="shipped config name or path to a YAML config")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in output_dir from its newest complete checkpoint")
+    parser.add_argument("--out", help="export: the model folder to write (default: <output_dir>/model)")
+    parser.add_argument("--half", action="store_true", help="export: store weights as float16 (half the size)")
     parser.add_argument("-h", "--help", action="store_true", help="show this help (with --config: all fields)")
     return parser
 
 
-def parse(argv: list[str] | None = None) -> tuple[str, TrainConfig, bool]:
-    """(stage, config with overrides applied, resume) from the command line."""
+def parse(argv: list[str] | None = None) -> tuple[str, TrainConfig, argparse.Namespace]:
+    """(stage, config with overrides applied, the stage options) from the command line."""
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = argv.pop(0) if argv and argv[0] in STAGES else "train"
@@ -53,13 +58,18 @@ def parse(argv: list[str] | None = None) -> tuple[str, TrainConfig, bool]:
     overrides = rest + (["--help"] if args.help else [])
     cfg = tyro.cli(TrainConfig, default=base, args=overrides, prog=f"cameo-train --config {args.config}",
                    description="Config fields (defaults shown are this config's values).")
-    return stage, cfg, args.resume
+    return stage, cfg, args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cameo-train`` console script."""
     try:
-        stage, cfg, resume = parse(argv)
+        stage, cfg, args = parse(argv)
+        if stage == "export":
+            from cameo.train.loop import export_run
+
+            print(f"model -> {export_run(cfg, args.out, half=args.half)}", file=sys.stderr)
+            return 0
         from accelerate import PartialState
 
         from cameo.train.autoencoder import train_autoencoder
@@ -78,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             state.wait_for_everyone()
             if stage == "autoencoder":
                 return 0
-        export = train(cfg, build_components, resume=resume, validate=psnr_validation)
+        export = train(cfg, build_components, resume=args.resume, validate=psnr_validation)
         print(f"model -> {export}", file=sys.stderr)
         return 0
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as error:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
@@ -270,9 +271,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
-def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, extra_folders: dict[str, Path]) -> None:
+def export_model(
+    checkpoint: Path, export: Path, cfg: TrainConfig, extra_folders: dict[str, Path], half: bool = False
+) -> None:
     """Copy the model parts of a checkpoint (UNet, scheduler, CAMEO head) and ``extra_folders`` (the codec)
-    into a standalone folder."""
+    into a standalone folder; ``half`` converts floating-point safetensors weights to float16."""
     with atomic_dir(export, overwrite=True) as tmp:
         for name in ("unet", "scheduler"):
             shutil.copytree(checkpoint / name, tmp / name)
@@ -283,6 +286,32 @@ def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, extra_folders
         (tmp / "train_config.yaml").write_text(dump_config(cfg))
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         (tmp / "model_card.md").write_text(model_card(cfg, state))
+        if half:
+            for weights in tmp.rglob("*.safetensors"):
+                _to_float16(weights)
+
+
+def _to_float16(path: Path) -> None:
+    """Rewrite a safetensors file with its floating-point tensors in float16."""
+    tensors = load_file(str(path))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(path))
+
+
+def export_run(cfg: TrainConfig, out: str | Path | None = None, half: bool = False) -> Path:
+    """Export the newest complete checkpoint of ``cfg``'s run (e.g. to ship a model while training goes on).
+
+    ``half`` stores the weights as float16 safetensors; loaders cast them back to float32.
+    """
+    from cameo.train.build import autoencoder_dir
+
+    run_dir = Path(cfg.output_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}: no complete checkpoint to export")
+    codec = autoencoder_dir(cfg)
+    export = Path(out) if out else run_dir / EXPORT
+    export_model(checkpoint, export, cfg, {"vae": codec} if codec is not None else {}, half=half)
+    return export
 
 
 def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
