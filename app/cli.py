@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = AppConfig(options=options, examples_dir=args.examples, max_image_pixels=int(args.max_image_mp * 1e6),
                        session_ttl=args.session_ttl)
     cameo = build_app(config)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` / service managers: shut down cleanly, like Ctrl-C
     try:
         cameo.workspaces.start_sweeper()
         cameo.demo.queue(max_size=32).launch(
@@ -82,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         cameo.close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

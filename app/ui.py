@@ -174,6 +174,15 @@ def build_app(config: AppConfig | None = None) -> CameoApp:
                     with gr.Row(visible=False) as translation_row:
                         tx, ty, tz = (gr.Number(v, label=f"{axis} (camera 1 axes: x right, y down, z forward)")
                                       for v, axis in zip(CameraFields.translation, "xyz"))
+                if examples:
+                    gr.Examples([[str(e.images[0]), str(e.images[1]) if len(e.images) > 1 else None, "file",
+                                  str(e.scene_file)] for e in examples],
+                                inputs=[image1, image2, camera_source, camera_file],
+                                example_labels=[e.name for e in examples], examples_per_page=len(examples),
+                                label="Bundled examples (click one, then Run)")
+                else:
+                    gr.Markdown(f"No bundled examples in `{config.examples_dir}` (make them with `cameo-data demo "
+                                "assets/demo`).")
                 with gr.Accordion("Settings", open=True):
                     num_views = gr.Slider(1, 200, value=d.num_views, step=1, label="Generated views")
                     steps = gr.Slider(1, 100, value=d.steps, step=1, label="DDIM steps")
@@ -185,21 +194,12 @@ def build_app(config: AppConfig | None = None) -> CameoApp:
                 status = gr.Textbox(label="Status", interactive=False, elem_id="status")
             with gr.Column(scale=1):
                 gallery = gr.Gallery(label="Generated views", columns=6, height=260, elem_id="gallery")
-                video = gr.Video(label="Fly-through", autoplay=True, loop=True)
-                splat_view = gr.Model3D(label="3D Gaussians (splat.ply)", elem_id="splat")
+                video = gr.Video(label="Fly-through", autoplay=True, loop=True, height=320)
+                splat_view = gr.Model3D(label="3D Gaussians (splat.ply)", elem_id="splat", height=360)
                 with gr.Row():
                     ply_file = gr.File(label="splat.ply")
                     zip_file = gr.File(label="views + transforms.json (zip)")
                 viewer_link = gr.Markdown(elem_id="viewer-link")
-        if examples:
-            gr.Examples([[str(e.images[0]), str(e.images[1]) if len(e.images) > 1 else None, "file",
-                          str(e.scene_file)] for e in examples],
-                        inputs=[image1, image2, camera_source, camera_file], example_labels=[e.name for e in examples],
-                        label="Bundled examples (click one, then Run)", examples_per_page=len(examples))
-        else:
-            gr.Markdown(f"No bundled examples in `{config.examples_dir}` (make them with `cameo-data demo "
-                        "assets/demo`).")
-
         camera_source.change(lambda s: (gr.update(visible=s == "file"), gr.update(visible=s == "fields")),
                              camera_source, [camera_file, field_group], api_visibility="private", queue=False)
         pose_mode.change(lambda m: (gr.update(visible=m == "orbit"), gr.update(visible=m == "translation")),
