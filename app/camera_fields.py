@@ -63,7 +63,9 @@ def second_camera(fields: CameraFields) -> torch.Tensor:
     raise ValueError(f"relative pose mode must be one of {', '.join(RELATIVE_POSE_MODES)}, got {fields.mode!r}")
 
 
-def cameras_from_fields(num_images: int, width: int, height: int, fields: CameraFields) -> tuple[torch.Tensor, torch.Tensor]:
+def cameras_from_fields(
+    num_images: int, width: int, height: int, fields: CameraFields
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(K [N,3,3], c2w [N,4,4])`` for ``num_images`` (1 or 2) images of ``width`` x ``height`` pixels."""
     K = intrinsics_from_fov(width, height, fields.fov_deg)
     poses = [torch.eye(4)] if num_images == 1 else [torch.eye(4), second_camera(fields)]

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES_DIR,
                         help="folder of demo scenes (<name>/scene.json) offered as examples (default: %(default)s)")
-    parser.add_argument("--views", type=int, default=d.num_views, help="initial 'generated views' (default: %(default)s)")
+    parser.add_argument("--views", type=int, default=d.num_views,
+                        help="initial 'generated views' (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=d.steps, help="initial DDIM steps (default: %(default)s)")
     parser.add_argument("--fit-iterations", type=int, default=d.fit_iterations,
                         help="initial fitting iterations (default: %(default)s)")

@@ -74,7 +74,8 @@ def _camera_scene(tmp_path: Path, names: list[str], size=(32, 24)) -> tuple[torc
 def test_scene_json_cameras_follow_uploaded_names(tmp_path, two_images):
     c2w, originals = _camera_scene(tmp_path, ["right.png", "left.png"])  # file lists them in the other order
     K = torch.tensor([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]]).expand(2, 3, 3)
-    camera_file = save_scene(Scene(make_frames(originals, K, c2w, [(32, 24)] * 2)), tmp_path / "original" / "scene.json")
+    frames = make_frames(originals, K, c2w, [(32, 24)] * 2)
+    camera_file = save_scene(Scene(frames), tmp_path / "original" / "scene.json")
     scene = build_scene(two_images, "file", camera_file)
     assert [f.image for f in scene.frames] == two_images  # the uploaded files, not the file's own paths
     np.testing.assert_allclose(scene.frames[0].c2w, c2w[1].double().numpy(), atol=1e-6)  # left.png's camera
@@ -84,7 +85,8 @@ def test_scene_json_cameras_follow_uploaded_names(tmp_path, two_images):
 def test_transforms_json_picks_frames_by_name(tmp_path, two_images):
     c2w, originals = _camera_scene(tmp_path, ["left.png", "other.png", "right.png"])
     K = torch.tensor([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]]).expand(3, 3, 3)
-    camera_file = save_nerfstudio(make_frames(originals, K, c2w, [(32, 24)] * 3), tmp_path / "original" / "transforms.json")
+    frames = make_frames(originals, K, c2w, [(32, 24)] * 3)
+    camera_file = save_nerfstudio(frames, tmp_path / "original" / "transforms.json")
     scene = build_scene(two_images, "file", camera_file)
     np.testing.assert_allclose(scene.frames[1].c2w, c2w[2].double().numpy(), atol=1e-6)
 
@@ -132,7 +134,8 @@ def test_bad_inputs_give_readable_messages(tmp_path, two_images, case, expected)
 def test_camera_file_with_other_image_size_names_file_and_field(tmp_path, two_images):
     c2w, originals = _camera_scene(tmp_path, ["left.png", "right.png"], size=(64, 48))
     K = torch.tensor([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]]).expand(2, 3, 3)
-    camera_file = save_scene(Scene(make_frames(originals, K, c2w, [(64, 48)] * 2)), tmp_path / "original" / "scene.json")
+    frames = make_frames(originals, K, c2w, [(64, 48)] * 2)
+    camera_file = save_scene(Scene(frames), tmp_path / "original" / "scene.json")
     with pytest.raises(SceneError) as err:
         build_scene(two_images, "file", camera_file)
     assert err.value.field == "frames[0].width/height" and "32x24" in err.value.message
