@@ -56,6 +56,11 @@ def default_model_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "assets" / "model"
 
 
+def bundled_model_missing() -> bool:
+    """True when no model is configured (``$CAMEO_MODEL`` unset) and ``assets/model`` holds none yet."""
+    return "CAMEO_MODEL" not in os.environ and not (default_model_dir() / "unet" / "config.json").is_file()
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request raises ``ValueError``."""
     if str(device) == "auto":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cameo.pretrained import bundled_model_missing, default_model_dir
 from cameo.scene import SCENE_FORMAT_HELP, Scene, SceneError, load_scene
 from recon.pipeline import ONE_VIEW_KINDS, TWO_VIEW_MODES, ReconError, ReconOptions, ReconResult, run_reconstruction
 
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", type=Path,
                      help="folder for frames, transforms.json, video (default: <ply stem>_views)")
     run.add_argument("--no-video", action="store_true", help="skip flythrough.mp4")
+    run.add_argument("--inputs-only", action="store_true",
+                     help="no view generation: fit Gaussians to the input views alone (also what runs, with a "
+                     "notice, while no model is bundled and no --checkpoint is given)")
     run.add_argument("--view", action="store_true", help="open the viser viewer on the result (Ctrl-C to stop)")
     run.add_argument("--port", type=int, default=8080, help="viewer port (default: %(default)s)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -132,14 +136,14 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
         num_views=args.views, steps=args.steps, cfg=args.cfg, seed=args.seed, fit_iterations=args.fit_iterations,
         fit_points=args.fit_points, lpips_weight=args.lpips_weight, path_mode=args.path_mode,
         path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,
-        show_progress=not args.quiet,
+        show_progress=not args.quiet, generate=not (args.inputs_only or _no_model(args)),
     )
     announced: set[str] = set()
 
     def progress(stage: str, fraction: float) -> None:
         if stage not in announced and not args.quiet:
             announced.add(stage)
-            print(f"[{len(announced)}/4] {stage}", file=sys.stderr, flush=True)
+            print(f"[{len(announced)}/{4 if options.generate else 2}] {stage}", file=sys.stderr, flush=True)
 
     result = run_reconstruction(scene, args.out, options, args.workdir, progress)
     rows = "\n".join(f"  {name:<9}{seconds:9.2f} s" for name, seconds in result.stage_seconds.items())
@@ -151,6 +155,17 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
     return 0
 
 
+def _no_model(args: argparse.Namespace) -> bool:
+    """No --checkpoint and no bundled model yet: say so, and run the stages that exist (fitting the inputs)."""
+    if args.checkpoint is not None or args.inputs_only or not bundled_model_missing():
+        return False
+    print(f"{PROG}: note: no trained model is bundled yet ({default_model_dir()} is missing) and no --checkpoint "
+          "was given: skipping view generation and fitting Gaussians to the input views only. For the full "
+          "pipeline pass --checkpoint PATH (a folder exported by `cameo-train`, e.g. runs/demo-cpu/model).",
+          file=sys.stderr)
+    return True
+
+
 def _view(result: ReconResult, port: int) -> None:
     """Serve the result in viser (inputs and generated cameras as frustums) until Ctrl-C."""
     from recon.viewer import CameraGroup, launch_viewer
@@ -160,6 +175,7 @@ def _view(result: ReconResult, port: int) -> None:
         CameraGroup(name, result.K[list(idx)], result.c2w[list(idx)], size, size, result.images[list(idx)], color)
         for name, idx, color in (("inputs", result.input_indices, (20, 120, 255)),
                                  ("generated", result.target_indices, (255, 120, 20)))
+        if idx
     ]
     session = launch_viewer(result.splats, groups, port=port)
     try:

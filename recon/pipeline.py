@@ -10,6 +10,9 @@ Stages (docs/CONTRACTS.md, "Reconstruction pipeline"):
 3. ``fit``: ``recon.fit.fit_gaussians`` on all path views (L1 + SSIM, optional LPIPS), in the input world frame.
 4. ``export``: the standard 3DGS .ply, written atomically and only after every other stage succeeded.
 
+With ``ReconOptions.generate = False`` stages 1-2 are skipped and Gaussians are fitted to the input views alone
+(what runs before a trained model is available; 1-2 views constrain the geometry poorly).
+
 Deterministic for a given seed on a given device. Bad input raises ``cameo.scene.SceneError`` or
 :class:`ReconError`; nothing is written before the model, path and options have been checked.
 """
@@ -31,7 +34,7 @@ from PIL import Image
 from cameo.atomic import atomic_dir, atomic_path
 from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics
 from cameo.importers import save_nerfstudio
-from cameo.pretrained import ModelFolderError, Pretrained, load_pretrained
+from cameo.pretrained import ModelFolderError, Pretrained, load_pretrained, resolve_device
 from cameo.sampling import generate_trajectory
 from cameo.scene import Scene, SceneError, make_frames
 from recon.fit import FitConfig, fit_gaussians
@@ -81,6 +84,10 @@ class ReconOptions:
     """Write ``flythrough.mp4`` of the path views."""
     show_progress: bool = True
     """tqdm bars for view generation and fitting (on stderr)."""
+    generate: bool = True
+    """False: no model, no generated views; fit the input views alone."""
+    inputs_only_size: int = 64
+    """Without generation: the square resolution the input views are fitted at (shorter side, centre crop)."""
 
 
 @dataclass
@@ -148,30 +155,38 @@ def run_reconstruction(
     work = Path(workdir) if workdir is not None else out_ply.with_name(f"{out_ply.stem}_views")
     stages = _Stages(progress)
     _check_options(opts, scene)
-    with stages("load"):
-        pre = pretrained if pretrained is not None else _load_model(opts)
-    with stages("path", "path"):
-        path = _camera_path(scene, opts)
-        images, path_K = _to_model_resolution(scene.load_images(), path.K, pre.image_size)
-        plan = plan_generation(len(path), path.input_indices, pre.frames_per_group, c2w=path.c2w)
-    with stages("generate", "generate"):
-        views = generate_trajectory(
-            pre.model, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps, cfg=opts.cfg,
-            seed=opts.seed, schedule=pre.schedule, progress=lambda f: stages.report("generate", f),
-            show_progress=opts.show_progress)
+    if opts.generate:
+        with stages("load"):
+            pre = pretrained if pretrained is not None else _load_model(opts)
+        with stages("path", "path"):
+            path = _camera_path(scene, opts)
+            images, path_K = _to_model_resolution(scene.load_images(), path.K, pre.image_size)
+            plan = plan_generation(len(path), path.input_indices, pre.frames_per_group, c2w=path.c2w)
+        with stages("generate", "generate"):
+            views = generate_trajectory(
+                pre.model, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps,
+                cfg=opts.cfg, seed=opts.seed, schedule=pre.schedule,
+                progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress)
+        device, c2w, input_indices = pre.device, path.c2w, path.input_indices
+    else:
+        images = scene.load_images()
+        size = min(opts.inputs_only_size, *images.shape[-2:])
+        views, path_K = _to_model_resolution(images, scene.K, size)
+        c2w = scene.c2w
+        device, input_indices = _device(opts.device), tuple(range(len(scene.frames)))
     with stages("views"):
         frames = _write_frames(views, work / "frames")
-        size = [(views.shape[-1], views.shape[-2])] * len(path)  # (width, height)
-        transforms = save_nerfstudio(make_frames(frames, path_K, path.c2w, size), work / "transforms.json")
-        video = _write_video(views, work / "flythrough.mp4") if opts.write_video else None
+        size = [(views.shape[-1], views.shape[-2])] * len(views)  # (width, height)
+        transforms = save_nerfstudio(make_frames(frames, path_K, c2w, size), work / "transforms.json")
+        video = _write_video(views, work / "flythrough.mp4") if opts.write_video and opts.generate else None
     with stages("fit", "fit"):
         fit_cfg = FitConfig(iterations=opts.fit_iterations, num_points=opts.fit_points,
                             lpips_weight=opts.lpips_weight, seed=opts.seed)
-        splats = fit_gaussians(views.to(pre.device), path_K, path.c2w, fit_cfg, progress=stages.report,
+        splats = fit_gaussians(views.to(device), path_K, c2w, fit_cfg, progress=stages.report,
                                show_progress=opts.show_progress)
     with stages("export", "export"):
         ply = export_ply(splats, out_ply)
-    return ReconResult(ply, work, frames, transforms, video, views, path_K, path.c2w, path.input_indices,
+    return ReconResult(ply, work, frames, transforms, video, views, path_K, c2w, input_indices,
                        splats.detach(), stages.seconds)
 
 
@@ -201,6 +216,13 @@ def _load_model(opts: ReconOptions) -> Pretrained:
     try:
         return load_pretrained(opts.checkpoint, opts.device)
     except (ModelFolderError, ValueError) as err:
+        raise ReconError(str(err)) from None
+
+
+def _device(device: str) -> torch.device:
+    try:
+        return resolve_device(device)
+    except ValueError as err:
         raise ReconError(str(err)) from None
 
 

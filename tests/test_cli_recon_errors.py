@@ -135,3 +135,19 @@ def test_cli_end_to_end_on_tiny_model(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["frames", "transforms.json"]
     assert "total" in stdout and str(out) in stdout
     assert "[1/4] path" in err and "[4/4] export" in err
+
+
+def test_without_a_bundled_model_the_cli_fits_the_inputs_and_says_so(tmp_path, capsys, monkeypatch):
+    import cameo.pretrained
+
+    monkeypatch.delenv("CAMEO_MODEL", raising=False)
+    monkeypatch.setattr(cameo.pretrained, "default_model_dir", lambda: tmp_path / "no-model")
+    scene = write_two_view_scene(tmp_path / "scene")
+    out = tmp_path / "res" / "splat.ply"
+    code, stdout, err = run_cli(capsys, scene, "--out", out, "--fit-iterations", "2", "--fit-points", "100")
+    assert code == 0, err
+    assert "no trained model is bundled yet" in err and "--checkpoint" in err
+    assert out.is_file() and "fit" in stdout
+    transforms = json.loads((tmp_path / "res" / "splat_views" / "transforms.json").read_text())
+    assert len(transforms["frames"]) == 2  # the inputs only: nothing was generated
+    assert not (tmp_path / "res" / "splat_views" / "flythrough.mp4").exists()
