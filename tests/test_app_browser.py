@@ -68,7 +68,6 @@ def _wait_for_page(url: str, server: subprocess.Popen, timeout: float = 120.0) -
     raise AssertionError(f"cameo-app did not serve {url} within {timeout:.0f} s")
 
 
-@pytest.mark.slow
 def test_browser_runs_a_bundled_example(tmp_path):
     chromium, node = _browser_tools()
     model = write_tiny_model(tmp_path / "model")
