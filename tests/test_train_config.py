@@ -39,9 +39,11 @@ def test_train_paper_settings(name):
 
 
 def test_train_cli_overrides_apply():
-    stage, cfg, resume = parse(["--config", "demo-cpu", "--optim.lr", "1e-3", "--cameo.no-enabled",
-                                "--output-dir", "runs/x", "--resume"])
-    assert (stage, resume) == ("train", True)
+    stage, cfg, args = parse(["--config", "demo-cpu", "--optim.lr", "1e-3", "--cameo.no-enabled",
+                              "--output-dir", "runs/x", "--resume"])
+    assert (stage, args.resume, args.half) == ("train", True, False)
+    stage, _, args = parse(["export", "--config", "demo-cpu", "--out", "m", "--half"])
+    assert (stage, args.out, args.half) == ("export", "m", True)
     assert cfg.optim.lr == 1e-3 and not cfg.cameo.enabled and cfg.output_dir == "runs/x"
     assert cfg.optim.batch_size == load_config("demo-cpu").optim.batch_size
 
