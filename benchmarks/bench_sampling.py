@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=98, help="generated path views")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--cfg", type=float, default=2.0)
-    parser.add_argument("--frames", type=int, default=8, help="views per model call (F) in the plan")
+    parser.add_argument("--frames", type=int, default=4, help="views per model call (F) in the plan; demo-cpu trains with 4")
     parser.add_argument("--groups-per-batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
