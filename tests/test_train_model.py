@@ -127,3 +127,17 @@ def test_train_same_config_reproduces_the_same_weights(tmp_path):
         GradientState._reset_state()
     for key, value in exports[0].items():
         assert torch.equal(value, exports[1][key]), key
+
+
+def test_train_warm_starts_from_an_exported_model(tmp_path):
+    config = _write_config(tmp_path, "tiny", 16, val_every=0)
+    assert main(["--config", str(config), "--optim.max-steps", "2"]) == 0
+    source = MultiViewUNet.from_pretrained(tmp_path / "run" / "model" / "unet")
+    assert main(["--config", str(config), "--model.init-from", str(tmp_path / "run" / "model"),
+                 "--optim.max-steps", "0", "--output-dir", str(tmp_path / "warm")]) == 0
+    warm = MultiViewUNet.from_pretrained(tmp_path / "warm" / "model" / "unet")
+    for (name, a), b in zip(source.state_dict().items(), warm.state_dict().values()):
+        assert torch.equal(a, b), name
+    # a folder from another configuration is refused with a clear message (exit code 2)
+    assert main(["--config", str(config), "--cameo.no-enabled", "--model.init-from", str(tmp_path / "run" / "model"),
+                 "--optim.max-steps", "0", "--output-dir", str(tmp_path / "bad")]) == 2

@@ -45,7 +45,11 @@ def autoencoder_dir(cfg: TrainConfig) -> Path | None:
     """Folder of the small autoencoder a latent preset trains itself (None: pixel space or the SD VAE)."""
     if get_spec(cfg.model.preset).codec == "identity" or cfg.model.pretrained is not None:
         return None
-    return Path(cfg.model.codec_path) if cfg.model.codec_path else Path(cfg.output_dir) / "autoencoder"
+    if cfg.model.codec_path:
+        return Path(cfg.model.codec_path)
+    if cfg.model.init_from:
+        return Path(cfg.model.init_from) / "vae"
+    return Path(cfg.output_dir) / "autoencoder"
 
 
 def load_frozen_codec(cfg: TrainConfig, device: torch.device) -> Any:
@@ -103,10 +107,27 @@ def multiview_forward(layer: str | None):
     return forward
 
 
+def warm_start(model: MultiViewUNet, folder: Path) -> None:
+    """Copy the UNet weights (CAMEO head included) of an exported model folder into ``model``."""
+    weights = folder / "unet"
+    if not (weights / "config.json").is_file():
+        raise FileNotFoundError(f"{weights}/config.json not found: --model.init-from must be an exported model folder")
+    source = MultiViewUNet.from_pretrained(str(weights), local_files_only=True, torch_dtype=torch.float32)
+    try:
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{weights}: weights do not fit this model config: {err}") from None
+    if missing or unexpected:
+        raise ValueError(f"{weights}: weights do not fit this model config (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}); use the same preset and CAMEO head setting")
+
+
 def build_components(cfg: TrainConfig, accelerator: Accelerator) -> Components:
     """Model, codec, CAMEO objective and datasets of ``cfg`` (used by ``cameo-train``)."""
     spec = model_spec(cfg)
     model = build_model(spec, cfg.model.pretrained, cameo_head=cfg.cameo.head)
+    if cfg.model.init_from:
+        warm_start(model, Path(cfg.model.init_from))
     codec = load_frozen_codec(cfg, accelerator.device)
     train_set, val_set = open_datasets(cfg.data, cfg.seed, accelerator)
     folder = autoencoder_dir(cfg)

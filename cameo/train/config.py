@@ -64,6 +64,9 @@ class ModelConfig:
     codec_path: str | None = None
     """Latent presets without ``pretrained``: folder of the small autoencoder trained by ``cameo-train
     autoencoder`` (default ``<output_dir>/autoencoder``)."""
+    init_from: str | None = None
+    """Exported model folder (e.g. ``assets/model``) whose UNet weights start this run (a warm start: the
+    optimiser and schedule start fresh); its ``vae/`` is the codec unless ``codec_path`` is set."""
 
 
 @dataclass
