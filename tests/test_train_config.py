@@ -9,7 +9,7 @@ import pytest
 from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
-SHIPPED = ["demo-cpu", "bench-baseline", "bench-cameo", "sd21-re10k", "sd21-co3d"]
+SHIPPED = ["demo-cpu", "bench-baseline", "sd21-re10k", "sd21-co3d"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -21,10 +21,14 @@ def test_train_shipped_configs_load_and_round_trip(name, tmp_path):
     assert load_config(str(path)) == cfg
 
 
-def test_train_bench_configs_differ_only_in_cameo():
-    base, cameo = load_config("bench-baseline"), load_config("bench-cameo")
+def test_train_benchmark_baseline_is_demo_cpu_without_cameo():
+    from cameo.train.build import autoencoder_dir
+
+    base, cameo = load_config("bench-baseline"), load_config("demo-cpu")
     assert not base.cameo.enabled and cameo.cameo.enabled
+    assert autoencoder_dir(base) == autoencoder_dir(cameo)  # one shared codec
     same = dataclasses.replace(cameo, name=base.name, output_dir=base.output_dir,
+                               model=dataclasses.replace(cameo.model, codec_path=base.model.codec_path),
                                cameo=dataclasses.replace(cameo.cameo, enabled=False))
     assert same == base
 

@@ -132,3 +132,19 @@ def test_train_two_cpu_processes_keep_identical_parameters(tmp_path):
     assert latest_checkpoint(tmp_path / "run").name == "step-0000003"
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert 1 <= records[-1]["nan_skips"] < 3  # the poisoned steps were skipped on both ranks, the others trained
+
+
+def test_train_snapshots_are_exported_models_of_their_step(tmp_path):
+    cfg = toy_config(tmp_path / "snap")
+    cfg.snapshot_every = 2  # steps 2, 4, 6: 2 and 4 fall between the every-3 checkpoints
+    final = train(cfg, toy_builder())
+    snaps = sorted(p.name for p in (Path(cfg.output_dir) / "snapshots").iterdir())
+    assert snaps == ["step-0000002", "step-0000004", "step-0000006"]
+    for name in snaps:
+        folder = Path(cfg.output_dir) / "snapshots" / name
+        assert (folder / "unet" / "config.json").is_file() and (folder / "model_card.md").is_file()
+    a, b = params_of(Path(cfg.output_dir) / "snapshots" / "step-0000006"), params_of(final)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    early = params_of(Path(cfg.output_dir) / "snapshots" / "step-0000002")
+    assert not torch.equal(early["unet.conv_in.weight"], a["unet.conv_in.weight"]), "snapshots share one state"

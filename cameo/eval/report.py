@@ -89,3 +89,47 @@ def bar_chart(labels: list[str], values: list[float], title: str, vmax: float = 
                            fill=(70, 110, 200))
         draw.text((label_w + bar_w + 6, y), f"{value:.3f}", fill="black")
     return image
+
+
+PALETTE = [(70, 110, 200), (220, 90, 60), (60, 160, 90), (150, 90, 180)]
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], title: str, x_label: str, y_label: str,
+               size: tuple[int, int] = (420, 280)) -> Image.Image:
+    """Lines of ``(x, y)`` points, one per named series, with axis ranges, ticks at the data and a legend."""
+    width, height = size
+    left, right, top, bottom = 56, 12, 24, 40
+    points = [pt for line in series.values() for pt in line if not math.isnan(pt[1])]
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 4), title, fill="black")
+    if not points:
+        return image
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    pad = (y1 - y0) * 0.08 or abs(y0) * 0.05 or 1.0
+    y0, y1, x1 = y0 - pad, y1 + pad, (x1 if x1 > x0 else x0 + 1)
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (left + (x - x0) / (x1 - x0) * (width - left - right),
+                height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom))
+
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for y in (y0 + pad, (y0 + y1) / 2, y1 - pad):
+        _, py = to_px(x0, y)
+        draw.text((4, py - 6), f"{y:.3g}", fill="black")
+    for x in sorted({p[0] for p in points}):
+        px, _ = to_px(x, y0)
+        draw.line([px, height - bottom, px, height - bottom + 3], fill="black")
+        draw.text((px - 10, height - bottom + 5), f"{x:g}", fill="black")
+    draw.text((width // 2 - 20, height - 14), x_label, fill="black")
+    draw.text((4, top - 14), y_label, fill="black")
+    for i, (name, line) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        pts = [to_px(x, y) for x, y in sorted(line) if not math.isnan(y)]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for px, py in pts:
+            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+        draw.text((left + 8, top + 6 + 12 * i), name, fill=colour)
+    return image

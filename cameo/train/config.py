@@ -146,6 +146,9 @@ class TrainConfig:
     """Optimiser steps between checkpoints (one is always written at the end)."""
     keep_checkpoints: int = 2
     """Complete checkpoints kept on disk (older ones are deleted after a newer one is complete)."""
+    snapshot_every: int = 0
+    """Optimiser steps between exported model folders kept as ``<output_dir>/snapshots/step-NNNNNNN`` (learning
+    curves of the benchmark evaluate them; 0: none)."""
     log_every: int = 10
     """Optimiser steps between metrics.jsonl records."""
     val_every: int = 500

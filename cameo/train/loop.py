@@ -172,8 +172,11 @@ def train(
             if accelerator.is_main_process:
                 with open(run_dir / METRICS, "a") as f:
                     f.write(json.dumps(record) + "\n")
-        if state["step"] % cfg.checkpoint_every == 0 or last:
+        snapshot_due = bool(cfg.snapshot_every) and state["step"] % cfg.snapshot_every == 0
+        if state["step"] % cfg.checkpoint_every == 0 or last or snapshot_due:
             save(state)
+        if snapshot_due and accelerator.is_main_process:
+            export_model(latest_checkpoint(run_dir), snapshot_dir(run_dir, state["step"]), cfg, parts.export_folders)
         if stop_after is not None and state["step"] >= stop_after and not last:
             bar.close()
             raise TrainingInterrupted(f"stopped after step {state['step']}")
@@ -186,6 +189,11 @@ def train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return export
+
+
+def snapshot_dir(run_dir: Path, step: int) -> Path:
+    """The exported model folder of ``step`` written when ``snapshot_every`` divides it."""
+    return Path(run_dir) / "snapshots" / f"step-{step:07d}"
 
 
 def _losses(
