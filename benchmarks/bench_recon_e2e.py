@@ -6,6 +6,12 @@ the table then says ``random weights`` (timings are still those of the real arch
 
     python benchmarks/bench_recon_e2e.py                          # defaults (long on 2 CPU cores)
     python benchmarks/bench_recon_e2e.py --views 14 --steps 10 --fit-iterations 100
+    python benchmarks/bench_recon_e2e.py --scene assets/demo/object_00/scene.json --inputs-only-too --out out/e2e
+
+With ``--scene`` (a bundled demo scene: its ``gt/`` holds every view of the capture) the ply is also scored on the
+views that were not inputs (PSNR / SSIM of its renders at the model resolution) and ``--out`` gets ``e2e.png``:
+per held-out view the ground truth, the ply render and, with ``--inputs-only-too``, the render of Gaussians fitted
+to the input views alone (the no-diffusion reference, same fitting settings).
 """
 
 from __future__ import annotations
@@ -16,15 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+import json
 
+import numpy as np
+import torch
+from PIL import Image
+
+from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics
 from cameo.data.demo import make_demo_scenes
+from cameo.eval.metrics import psnr, ssim
 from cameo.model import build_model, get_spec, small_autoencoder
 from cameo.pretrained import default_model_dir, load_pretrained, save_model_folder
 from cameo.sampling import default_training_schedule
 from cameo.scene import load_scene
 from cameo.train.config import load_config
 from recon.pipeline import ReconOptions, run_reconstruction
+from recon.splats import render
 
 
 def random_demo_model(folder: Path) -> Path:
@@ -42,6 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="exported model folder (default: bundled, else random)")
     parser.add_argument("--kind", default="object", help="demo scene kind (object or room)")
+    parser.add_argument("--scene", type=Path, help="scene.json with gt/ next to it (default: a new demo scene)")
+    parser.add_argument("--inputs-only-too", action="store_true", help="also fit the inputs alone and score that")
     parser.add_argument("--inputs", type=int, default=2, choices=(1, 2), help="input views of the demo scene")
     parser.add_argument("--resolution", type=int, default=128, help="demo scene image size")
     parser.add_argument("--views", type=int, default=d.num_views)
@@ -61,8 +76,8 @@ def main() -> None:
         checkpoint, weights = default_model_dir(), "bundled"
     if checkpoint is None:
         checkpoint, weights = random_demo_model(out / "random-demo-cpu"), "random weights (untrained demo-cpu)"
-    scene_file = make_demo_scenes(out / "demo", count=1, kinds=(args.kind,), num_inputs=args.inputs,
-                                  resolution=args.resolution)[0]
+    scene_file = args.scene or make_demo_scenes(out / "demo", count=1, kinds=(args.kind,), num_inputs=args.inputs,
+                                                resolution=args.resolution)[0]
     start = time.perf_counter()
     pretrained = load_pretrained(checkpoint, args.device)
     load_s = time.perf_counter() - start
@@ -81,6 +96,44 @@ def main() -> None:
         if name != "load":
             print(f"| {name} | {seconds:.2f} |")
     print(f"| **total** | **{total:.2f}** |")
+    if (Path(scene_file).parent / "gt" / "cameras.json").is_file():
+        score_against_ground_truth(Path(scene_file), result, options, pretrained, out, args.inputs_only_too)
+
+
+def held_out_views(scene_file: Path, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Ground-truth views of a demo scene that were not inputs, at the model resolution: images, K, c2w, indices."""
+    gt = scene_file.parent / "gt"
+    cams = json.loads((gt / "cameras.json").read_text())
+    inputs = {f["image"] for f in json.loads(scene_file.read_text())["frames"]}
+    keep = [i for i in range(len(cams["K"])) if f"input_{i:02d}.png" not in inputs]
+    images = torch.stack([torch.from_numpy(np.array(Image.open(gt / f"view_{i:02d}.png").convert("RGB")))
+                          for i in keep]).permute(0, 3, 1, 2).float() / 255
+    K = torch.tensor(cams["K"])[keep]
+    c2w = torch.tensor(cams["c2w"])[keep]
+    scale = size / min(images.shape[-2:])
+    images, K = resize_with_intrinsics(images, K, (round(images.shape[-2] * scale), round(images.shape[-1] * scale)))
+    images, K = center_crop_with_intrinsics(images, K, (size, size))
+    return images.clamp(0, 1), K, c2w, keep
+
+
+def score_against_ground_truth(scene_file: Path, result, options: ReconOptions, pretrained, out: Path,
+                               inputs_only_too: bool) -> None:
+    """PSNR / SSIM of the ply's renders at the held-out ground-truth cameras; a picture of them."""
+    size = pretrained.image_size
+    images, K, c2w, keep = held_out_views(scene_file, size)
+    rows = {"inputs + generated views": render(result.splats, K, c2w, size, size)}
+    if inputs_only_too:
+        alone = run_reconstruction(load_scene(scene_file), out / "inputs_only.ply",
+                                   ReconOptions(**{**vars(options), "generate": False, "inputs_only_size": size}))
+        rows["input views only"] = render(alone.splats, K, c2w, size, size)
+    print(f"\nheld-out ground-truth views {keep} of {scene_file} at {size}px\n\n| Gaussians fitted to | PSNR | SSIM |")
+    print("|---|---|---|")
+    for name, renders in rows.items():
+        print(f"| {name} | {psnr(renders, images).mean():.2f} | {ssim(renders, images).mean():.3f} |")
+    strips = [torch.cat(list(images), -1)] + [torch.cat(list(r), -1) for r in rows.values()]
+    grid = (torch.cat(strips, -2).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(out / "e2e.png")
+    print(f"\npicture (rows: ground truth, {', '.join(rows)}): {out / 'e2e.png'}")
 
 
 if __name__ == "__main__":
