@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from cameo.pretrained import ModelFolderError, Pretrained, load_pretrained
+from cameo.pretrained import ModelFolderError, Pretrained, bundled_model_missing, default_model_dir, load_pretrained
 from recon.pipeline import ReconError
 
 
@@ -34,8 +34,18 @@ class ModelHolder:
                     raise ReconError(f"No usable model: {err}") from None
             return self._model
 
+    def missing(self) -> bool:
+        """No model folder given and none bundled or configured: runs fit the input views only, as ``cameo-recon``
+        does then. Checked per run, so a model copied into place later is used without a restart."""
+        return self.checkpoint is None and bundled_model_missing()
+
     def status(self) -> str:
-        """One Markdown line: what is loaded, or why nothing is (tries to load)."""
+        """One Markdown line: what is loaded, that runs fit the inputs only, or why nothing is (tries to load)."""
+        if self.missing():
+            return (f"**No trained model yet** (`{default_model_dir()}` is missing and no `--checkpoint` was given): "
+                    "runs skip view generation and **fit 3D Gaussians to the uploaded views only**, so expect a "
+                    "rough result. For the full pipeline start the app with `--checkpoint <exported model folder>` "
+                    "or set `CAMEO_MODEL`.")
         try:
             pre = self.get()
         except ReconError:

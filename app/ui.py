@@ -23,7 +23,15 @@ from app.model import ModelHolder
 from app.outputs import start_viewer, zip_views
 from app.workspace import Workspaces
 from cameo.scene import SceneError
-from recon.pipeline import ProgressFn, ReconError, ReconOptions, ReconResult, run_reconstruction
+from recon.pipeline import (
+    ONE_VIEW_KINDS,
+    TWO_VIEW_MODES,
+    ProgressFn,
+    ReconError,
+    ReconOptions,
+    ReconResult,
+    run_reconstruction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,8 @@ INTRO = """# cameo-recon: 3D from one or two photos
 Upload 1 or 2 images of a scene (or click an example below), set their cameras, press **Run**. A multi-view
 diffusion model generates views along a camera path, then 3D Gaussians are fitted to them. Everything runs on this
 machine; nothing is sent anywhere."""
+PATH_MODE_INFO = "2 images: auto (orbit or linear), orbit, linear. 1 image: auto (= circle), circle, orbit, forward, sideways."
+NO_MODEL_REASON = "no trained model is available"
 
 
 @dataclass
@@ -108,9 +118,25 @@ def error_message(err: Exception) -> str:
     return str(err)
 
 
-def _summary(result: ReconResult) -> str:
+def path_mode_choices() -> list[tuple[str, str]]:
+    """``(label, value)`` of the camera-path dropdown: ``cameo-recon --path-mode``'s choices, each labelled with
+    the number of images it applies to (the pipeline refuses a mode that does not fit)."""
+    def label(mode: str) -> str:
+        if mode == "auto":
+            return "auto"
+        counts = [str(n) for n, modes in ((1, ONE_VIEW_KINDS), (2, TWO_VIEW_MODES)) if mode in modes]
+        return f"{mode} ({' or '.join(counts)} image{'' if counts == ['1'] else 's'})"
+
+    return [(label(mode), mode) for mode in sorted(set(TWO_VIEW_MODES + ONE_VIEW_KINDS))]
+
+
+def _summary(result: ReconResult, inputs_only_reason: str | None) -> str:
+    """The status line after a run; an inputs-only run says so and why (no model, or the user's choice)."""
     seconds = ", ".join(f"{name} {s:.1f} s" for name, s in result.stage_seconds.items())
-    return f"Done: {len(result.target_indices)} generated views, {len(result.splats)} Gaussians. Time: {seconds}."
+    if inputs_only_reason is None:
+        return f"Done: {len(result.target_indices)} generated views, {len(result.splats)} Gaussians. Time: {seconds}."
+    return (f"Done, inputs only ({inputs_only_reason}): {len(result.splats)} Gaussians fitted to the "
+            f"{len(result.input_indices)} uploaded view(s); no views were generated. Time: {seconds}.")
 
 
 def build_app(config: AppConfig | None = None) -> CameoApp:
@@ -124,15 +150,23 @@ def build_app(config: AppConfig | None = None) -> CameoApp:
     def reconstruct(image1: str | None, image2: str | None, camera_source: str, camera_file: str | None,
                     fov: float, pose_mode: str, orbit_deg: float, distance: float, tx: float, ty: float, tz: float,
                     num_views: float, steps: float, cfg: float, seed: float, fit_iterations: float,
+                    path_mode: str, path_size: float, inputs_only: bool,
                     request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:
-        """Run the pipeline on the page's inputs; returns the values of the output components."""
+        """Run the pipeline on the page's inputs; returns the values of the output components.
+
+        Without a model (none given, none bundled) the run fits the input views only, like ``cameo-recon``.
+        """
         fields = CameraFields(float(fov), pose_mode, float(orbit_deg), float(distance), (tx, ty, tz))
+        skip_reason = NO_MODEL_REASON if models.missing() else "generation skipped as asked" if inputs_only else None
         try:
             scene = build_scene([image1, image2], camera_source, camera_file, fields, config.max_image_pixels)
             options = replace(d, num_views=int(num_views), steps=int(steps), cfg=float(cfg), seed=int(seed),
-                              fit_iterations=int(fit_iterations))
-            progress(0.0, desc="Loading the model")
-            pretrained = models.get()
+                              fit_iterations=int(fit_iterations), path_mode=path_mode, path_size=float(path_size),
+                              generate=skip_reason is None)
+            pretrained = None
+            if options.generate:
+                progress(0.0, desc="Loading the model")
+                pretrained = models.get()
             with workspaces.get(request.session_hash or "local").in_use() as ws:
                 run = ws.new_run()
                 result = run_reconstruction(scene, run / "splat.ply", options, run / "views",
@@ -149,11 +183,15 @@ def build_app(config: AppConfig | None = None) -> CameoApp:
         viewer = f"**3D viewer:** [{ws.viewer.url}]({ws.viewer.url}) (viser, open while this page is)"
         ply = str(result.ply)
         return (gallery, str(result.video) if result.video else None, ply, ply, str(views_zip), viewer,
-                _summary(result))
+                _summary(result, skip_reason))
+
+    def model_notice() -> tuple[str, dict]:
+        """The model line and the inputs-only box as of now (refreshed on page load: a model may have appeared)."""
+        return models.status(), gr.update(**_inputs_only_box(models.missing(), d.generate))
 
     with gr.Blocks(title="cameo-recon", analytics_enabled=False, delete_cache=(600, int(config.session_ttl))) as demo:
         gr.Markdown(INTRO)
-        gr.Markdown(models.status(), elem_id="model-status")
+        model_status = gr.Markdown(models.status(), elem_id="model-status")
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Row():
@@ -184,6 +222,15 @@ def build_app(config: AppConfig | None = None) -> CameoApp:
                     gr.Markdown(f"No bundled examples in `{config.examples_dir}` (make them with `cameo-data demo "
                                 "assets/demo`).")
                 with gr.Accordion("Settings", open=True):
+                    inputs_only = gr.Checkbox(label="Inputs only (skip generation)", elem_id="inputs-only",
+                                              info="Fit 3D Gaussians to the uploaded views alone: no model needed, "
+                                                   "fast, but 1-2 views constrain the geometry poorly.",
+                                              **_inputs_only_box(models.missing(), d.generate))
+                    with gr.Row():
+                        path_mode = gr.Dropdown(path_mode_choices(), value=d.path_mode, label="Camera path",
+                                                info=PATH_MODE_INFO, elem_id="path-mode")
+                        path_size = gr.Number(d.path_size, label="Path size",
+                                              info="1 image: motion relative to the look-at depth (> 0)")
                     num_views = gr.Slider(1, 200, value=d.num_views, step=1, label="Generated views")
                     steps = gr.Slider(1, 100, value=d.steps, step=1, label="DDIM steps")
                     cfg = gr.Slider(1.0, 10.0, value=d.cfg, step=0.1, label="CFG scale (1 = no guidance)")
@@ -207,16 +254,22 @@ def build_app(config: AppConfig | None = None) -> CameoApp:
         run_button.click(
             reconstruct,
             [image1, image2, camera_source, camera_file, fov, pose_mode, orbit_deg, distance, tx, ty, tz,
-             num_views, steps, cfg, seed, fit_iterations],
+             num_views, steps, cfg, seed, fit_iterations, path_mode, path_size, inputs_only],
             [gallery, video, splat_view, ply_file, zip_file, viewer_link, status],
             api_name="reconstruct", concurrency_limit=1, concurrency_id="reconstruct",
         )
+        demo.load(model_notice, None, [model_status, inputs_only], api_visibility="private", queue=False)
 
         def end_session(request: gr.Request) -> None:
             workspaces.close(request.session_hash or "local")
 
         demo.unload(end_session)
     return CameoApp(demo, workspaces, models, examples, config)
+
+
+def _inputs_only_box(model_missing: bool, generate: bool) -> dict[str, bool]:
+    """Value and interactivity of the inputs-only box: ticked and locked while no model is available."""
+    return {"value": model_missing or not generate, "interactive": not model_missing}
 
 
 def _report_to(progress: gr.Progress) -> ProgressFn:

@@ -183,3 +183,14 @@ def test_scene_json_error_keeps_the_field(tmp_path, two_images):
     camera_file.write_text(json.dumps({"version": 1, "convention": "opencv", "frames": [{"image": "left.png"}]}))
     with pytest.raises(SceneError, match="missing field"):
         build_scene(two_images[:1], "file", camera_file)
+
+
+def test_camera_path_dropdown_offers_the_cli_path_modes():
+    from app.ui import path_mode_choices
+    from recon.cli import build_parser
+
+    (action,) = [a for a in build_parser()._actions if a.dest == "path_mode"]
+    labels = dict((value, label) for label, value in path_mode_choices())
+    assert list(labels) == list(action.choices) and action.default == "auto"
+    assert labels["circle"] == "circle (1 image)" and labels["linear"] == "linear (2 images)"
+    assert labels["orbit"] == "orbit (1 or 2 images)"

@@ -1,13 +1,15 @@
 """cameo-app served on a free local port and driven with gradio_client (tiny untrained model, tiny settings).
 
 Checks the real HTTP API of the page: a bundled example end to end (every output there and readable, progress
-from the pipeline's stages, the viser viewer up), readable errors for bad inputs and for a missing model, one
-job at a time, session cleanup, and that nothing but loopback addresses is contacted.
+from the pipeline's stages, the viser viewer up), the camera-path controls reaching the generated cameras, the
+inputs-only box and the inputs-only fallback without a model, readable errors for bad inputs and for a missing
+model, one job at a time, session cleanup, and that nothing but loopback addresses is contacted.
 """
 
 from __future__ import annotations
 
 import app  # noqa: F401,I001 - first: switches telemetry off before gradio_client imports huggingface_hub
+import json
 import re
 import sys
 import time
@@ -16,10 +18,12 @@ import zipfile
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 from app.outputs import free_port
 from app.ui import AppConfig, build_app
@@ -44,12 +48,15 @@ def _record_network(event: str, args: tuple) -> None:
 sys.addaudithook(_record_network)
 
 
-def _inputs(example, **overrides) -> list:
-    """The /reconstruct arguments in page order: images, camera source + file, camera fields, settings."""
-    values = dict(image1=handle_file(str(example.images[0])), image2=handle_file(str(example.images[1])),
-                  camera_source="file", camera_file=handle_file(str(example.scene_file)), fov=50, pose_mode="orbit",
+def _inputs(example=None, **overrides) -> list:
+    """The /reconstruct arguments in page order: images, camera source + file, camera fields, settings, camera
+    path, inputs-only box. The images and camera file are the example's (no example: pass them as overrides)."""
+    values = dict(image1=None, image2=None, camera_source="fields", camera_file=None, fov=50, pose_mode="orbit",
                   orbit_deg=30, distance=1.0, tx=0.3, ty=0.0, tz=0.0, num_views=NUM_VIEWS, steps=2, cfg=2.0, seed=0,
-                  fit_iterations=3)
+                  fit_iterations=3, path_mode="auto", path_size=0.15, inputs_only=False)
+    if example is not None:
+        values.update(image1=handle_file(str(example.images[0])), image2=handle_file(str(example.images[1])),
+                      camera_source="file", camera_file=handle_file(str(example.scene_file)))
     values.update(overrides)
     return list(values.values())
 
@@ -124,6 +131,11 @@ def test_bad_inputs_are_readable_errors(served, tmp_path):
         "both images must have the same size": dict(image2=handle_file(str(_small_png(tmp_path)))),
         "scene.json: frames[0].width/height": dict(camera_source="file", image1=handle_file(str(_small_png(tmp_path))),
                                                    image2=None),
+        "path mode 'circle' does not apply to 2 input view(s); choose one of auto, orbit, linear":
+            dict(path_mode="circle"),
+        "path mode 'linear' does not apply to 1 input view(s)": dict(image2=None, camera_source="fields",
+                                                                     path_mode="linear"),
+        "path_size must be > 0": dict(image2=None, camera_source="fields", path_size=0.0),
     }
     for expected, overrides in cases.items():
         with pytest.raises(AppError, match=re.escape(expected)):
@@ -131,8 +143,6 @@ def test_bad_inputs_are_readable_errors(served, tmp_path):
 
 
 def _small_png(folder: Path) -> Path:
-    from PIL import Image
-
     path = folder / "input_00.png"  # named like the example's first input, but 20x20
     Image.new("RGB", (20, 20)).save(path)
     return path
@@ -157,15 +167,81 @@ def test_missing_model_is_explained(tmp_path):
         page = urllib.request.urlopen(client.src + "config", timeout=10).read().decode()
         assert "No trained model available" in page and str(missing) in page
         image = tmp_path / "image.png"
-        from PIL import Image
-
         Image.new("RGB", (32, 24)).save(image)
         with pytest.raises(AppError, match="No usable model"):
             client.predict(handle_file(str(image)), None, "fields", None, 50, "orbit", 30, 1.0, 0.3, 0.0, 0.0, 4, 2,
-                           2.0, 0, 3, api_name="/reconstruct")
+                           2.0, 0, 3, "auto", 0.15, False, api_name="/reconstruct")
     finally:
         client.close()
         cameo.close()
+
+
+def _one_image(folder: Path) -> dict:
+    """/reconstruct overrides for one uploaded noise image whose camera comes from the fields (identity c2w)."""
+    path = folder / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(path)
+    return dict(image1=handle_file(str(path)), image2=None, camera_source="fields", camera_file=None)
+
+
+def _centres(views_zip: str) -> np.ndarray:
+    """Camera centres ``[M, 3]`` of the run's transforms.json (path order; translation is the same in OpenGL)."""
+    with zipfile.ZipFile(views_zip) as zf:
+        frames = json.loads(zf.read("transforms.json"))["frames"]
+    return np.array([f["transform_matrix"] for f in frames])[:, :3, 3]
+
+
+@pytest.mark.parametrize(("mode", "axis"), [("forward", 2), ("sideways", 0)])
+def test_camera_path_controls_shape_the_generated_cameras(served, tmp_path, mode, axis):
+    """One image at the origin looking along +z: the look-at depth defaults to 1, so ``forward`` / ``sideways``
+    move the camera along z / x by ``size * t``, t = i / (views + 1)."""
+    cameo, client = served
+    size = 0.3
+    out = client.predict(*_inputs(**_one_image(tmp_path), path_mode=mode, path_size=size),
+                         api_name="/reconstruct")
+    centres = _centres(out[4])
+    expected = np.zeros((NUM_VIEWS + 1, 3))
+    expected[:, axis] = size * np.arange(NUM_VIEWS + 1) / (NUM_VIEWS + 1)
+    np.testing.assert_allclose(centres, expected, atol=1e-5)
+    assert len(out[0]) == NUM_VIEWS
+
+
+def test_inputs_only_box_skips_generation(served):
+    cameo, client = served
+    gallery, video, _, ply, views_zip, _, status = client.predict(*_inputs(cameo.examples[0], inputs_only=True),
+                                                                  api_name="/reconstruct")
+    assert status.startswith("Done, inputs only (generation skipped as asked)"), status
+    assert gallery == [] and video is None and len(load_ply(ply)) > 0
+    assert len(_centres(views_zip)) == 2  # the two uploaded views, nothing generated
+
+
+def _component(page_config: dict, elem_id: str) -> dict:
+    (props,) = [c["props"] for c in page_config["components"] if c.get("props", {}).get("elem_id") == elem_id]
+    return props
+
+
+def test_without_a_model_the_app_fits_the_inputs_and_says_so(tmp_path, monkeypatch):
+    """No --checkpoint and nothing bundled (whatever assets/model holds in this checkout): like cameo-recon, runs
+    fit the uploaded views only, and the page says so before and after a run."""
+    import cameo.pretrained
+
+    monkeypatch.delenv("CAMEO_MODEL", raising=False)
+    monkeypatch.setattr(cameo.pretrained, "default_model_dir", lambda: tmp_path / "no-model")
+    options = ReconOptions(fit_iterations=3, fit_points=200, device="cpu", show_progress=False)
+    cameo, client = _launch(AppConfig(options=options, examples_dir=None))
+    try:
+        page = json.loads(urllib.request.urlopen(client.src + "config", timeout=10).read())
+        notice = _component(page, "model-status")["value"]
+        assert "No trained model yet" in notice and "uploaded views only" in notice and "--checkpoint" in notice
+        box = _component(page, "inputs-only")
+        assert box["value"] is True and box["interactive"] is False
+        gallery, video, _, ply, _, _, status = client.predict(*_inputs(**_one_image(tmp_path)),
+                                                              api_name="/reconstruct")
+    finally:
+        client.close()
+        cameo.close()
+    assert status.startswith("Done, inputs only (no trained model is available): "), status
+    assert "1 uploaded view(s)" in status
+    assert gallery == [] and video is None and len(load_ply(ply)) > 0
 
 
 def test_session_files_go_when_the_session_ends(example_run, served):
