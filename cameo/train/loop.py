@@ -103,7 +103,7 @@ def train(
     optimizer, lr_schedule = prepared[-2], prepared[-1]
     register_model_io(accelerator, ["unet", "cameo_head"][: len(modules)])
 
-    state: dict[str, Any] = {"step": 0, "micro_step": 0, "nan_skips": 0, "metrics": {}}
+    state: dict[str, Any] = {"step": 0, "micro_step": 0, "nan_skips": 0, "metrics": {}, "train_seconds": 0.0}
     if previous is not None:
         state = load_checkpoint(accelerator, previous)
         if accelerator.is_main_process:
@@ -127,6 +127,7 @@ def train(
     window: dict[str, list[float]] = {"loss": [], "loss_denoise": [], "loss_cameo": []}
     window_start = time.perf_counter()
     while state["step"] < cfg.optim.max_steps:
+        step_start = time.perf_counter()
         step_ok = True
         for _ in range(cfg.optim.grad_accum):
             batch = next(batches)
@@ -152,6 +153,8 @@ def train(
         if not step_ok:
             state["nan_skips"] += 1
         state["step"] += 1
+        # wall time of the optimiser steps over all sessions of the run (resumes add up; validation excluded)
+        state["train_seconds"] = state.get("train_seconds", 0.0) + time.perf_counter() - step_start
         bar.update(1)
         means = {k: sum(v) / len(v) for k, v in window.items() if v}
         bar.set_postfix({k.replace("loss_", ""): f"{v:.4f}" for k, v in means.items()} | {"nan": state["nan_skips"]})
@@ -329,7 +332,8 @@ def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
              f"{cfg.cameo.head} head, {cfg.cameo.loss} loss)" if cfg.cameo.enabled else "CAMEO off (baseline)")
     return (f"# {cfg.name}\n\nMulti-view diffusion model (preset `{cfg.model.preset}`) trained by `cameo-train "
             f"--config {cfg.name}` for {state['step']} steps (seed {cfg.seed}, batch {cfg.optim.batch_size} x "
-            f"{cfg.optim.grad_accum}, lr {cfg.optim.lr}), {cameo}.\n\nData: {cfg.data.source} at "
+            f"{cfg.optim.grad_accum}, lr {cfg.optim.lr}), {cameo}; {state.get('train_seconds', 0.0) / 3600:.2f} h of "
+            f"training steps.\n\nData: {cfg.data.source} at "
             f"`{cfg.data.path}`, {cfg.data.resolution}x{cfg.data.resolution}, {cfg.data.num_views} views with "
             f"{cfg.data.min_refs}-{cfg.data.max_refs} references.\n\nLast logged metrics: {metrics or 'none'}; "
             f"NaN-skipped steps: {state['nan_skips']}.\nFull configuration: `train_config.yaml`.\n")
