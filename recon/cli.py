@@ -1,7 +1,7 @@
 """``cameo-recon scene.json --out splat.ply``: few-view 3D reconstruction from the command line.
 
-Thin argparse front end over :func:`recon.pipeline.run_reconstruction`: reads the scene (``scene.json`` or a
-nerfstudio ``transforms.json``), runs the pipeline with progress bars, prints per-stage timings, optionally opens
+Thin argparse front end over :func:`recon.pipeline.run_reconstruction`: reads the scene (``scene.json``, a
+nerfstudio ``transforms.json``, a COLMAP sparse model folder or an LLFF ``poses_bounds.npy``), runs the pipeline with progress bars, prints per-stage timings, optionally opens
 the viser viewer. Exit codes: 0 success, 2 bad input or options (one line on stderr naming file and field, nothing
 written), 1 any other failure (no traceback unless ``--debug``), 130 interrupted.
 """
@@ -47,10 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "views along a camera path, then Gaussians are fitted to inputs + generated views.",
         epilog=f"{SCENE_FORMAT_HELP}\n{CAMERA_HELP}\n{MODEL_HELP}",
     )
-    parser.add_argument("scene", type=Path, help="scene.json (format below) or a nerfstudio transforms.json")
+    parser.add_argument("scene", type=Path,
+                        help="scene.json (format below), a nerfstudio transforms.json, a COLMAP sparse model folder "
+                             "(cameras + images .txt or .bin, e.g. sparse/0) or an LLFF poses_bounds.npy")
     parser.add_argument("--out", type=Path, required=True, help="output .ply (standard 3D Gaussian splatting)")
     parser.add_argument("--frames", type=int, nargs="+", metavar="I",
-                        help="nerfstudio input only: indices of the 1 or 2 frames to use (e.g. --frames 0 12)")
+                        help="nerfstudio / COLMAP / LLFF input: indices of the 1 or 2 frames to use, in file order "
+                             "(COLMAP: images sorted by name), e.g. --frames 0 12")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="COLMAP / LLFF input: the image folder (default: COLMAP <sparse>/../images or "
+                             "<sparse>/../../images; LLFF images/ next to poses_bounds.npy, e.g. --images "
+                             "<scene>/images_4 for the downsampled copies)")
     gen = parser.add_argument_group("view generation")
     gen.add_argument("--views", type=int, default=d.num_views,
                      help="views to generate along the path (default: %(default)s)")
@@ -95,15 +102,22 @@ def _is_nerfstudio(path: Path) -> bool:
     return isinstance(data, dict) and "frames" in data and "version" not in data
 
 
-def load_input(path: Path, frames: Sequence[int] | None) -> Scene:
-    """The scene from ``scene.json`` or from ``frames`` of a nerfstudio ``transforms.json``."""
+def load_input(path: Path, frames: Sequence[int] | None, images: Path | None = None) -> Scene:
+    """The scene from ``scene.json``, or from ``frames`` of a nerfstudio ``transforms.json``, a COLMAP sparse model
+    folder or an LLFF ``poses_bounds.npy`` (``images``: their image folder, default next to the cameras)."""
+    if path.is_dir() or path.suffix.lower() == ".npy":
+        from cameo.importers import import_colmap, import_llff
+
+        return (import_colmap if path.is_dir() else import_llff)(path, frames, images)
+    if images is not None:
+        raise SceneError(path, "--images", "only for a COLMAP sparse model folder or an LLFF poses_bounds.npy")
     if _is_nerfstudio(path):
         from cameo.importers import import_nerfstudio
 
         return import_nerfstudio(path, frames)
     if frames is not None:
-        raise SceneError(path, "frames",
-                         "--frames selects frames of a nerfstudio transforms.json; this is a scene.json")
+        raise SceneError(path, "frames", "--frames selects frames of a nerfstudio transforms.json, a COLMAP model "
+                                         "or an LLFF poses_bounds.npy; this is a scene.json")
     return load_scene(path)
 
 
@@ -114,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.out.suffix.lower() != ".ply":
             raise SceneError(args.out, "--out", "the output must be a .ply file")
-        scene = load_input(args.scene, args.frames)
+        scene = load_input(args.scene, args.frames, args.images)
         return _run(args, scene, start)
     except (SceneError, ReconError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
