@@ -19,7 +19,10 @@ import torch
 
 from cameo.pretrained import bundled_model_missing, default_model_dir
 from cameo.scene import SCENE_FORMAT_HELP, Scene, SceneError, load_scene
-from recon.pipeline import ONE_VIEW_KINDS, TWO_VIEW_MODES, ReconError, ReconOptions, ReconResult, run_reconstruction
+from recon.pipeline import (
+    DEFAULT_LPIPS_WEIGHT, ONE_VIEW_KINDS, TWO_VIEW_MODES, ReconError, ReconOptions, ReconResult, lpips_installed,
+    run_reconstruction,
+)
 
 PROG = "cameo-recon"
 CAMERA_HELP = """\
@@ -76,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="optimisation steps (default: %(default)s)")
     fit.add_argument("--fit-points", type=int, default=d.fit_points, help="initial Gaussians (default: %(default)s)")
     fit.add_argument("--lpips-weight", type=float, default=d.lpips_weight,
-                     help="LPIPS weight in the loss; > 0 needs `cameo-eval install-lpips` once (default: %(default)s)")
+                     help="LPIPS (AlexNet) weight in the fitting loss, 0 = L1 + SSIM only (default: "
+                          f"{DEFAULT_LPIPS_WEIGHT} when `cameo-eval install-lpips` has been run once, else 0)")
     run = parser.add_argument_group("run")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
     run.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -152,6 +156,9 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
         path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,
         show_progress=not args.quiet, generate=not (args.inputs_only or _no_model(args)),
     )
+    if args.lpips_weight is None and not lpips_installed() and not args.quiet:
+        print(f"{PROG}: note: fitting with L1 + SSIM only; run `cameo-eval install-lpips` once to add the LPIPS "
+              "term", file=sys.stderr)
     announced: set[str] = set()
 
     def progress(stage: str, fraction: float) -> None:

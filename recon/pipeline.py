@@ -53,6 +53,9 @@ class ReconError(ValueError):
     """A readable problem with the reconstruction's inputs or options (missing model, bad mode, ...)."""
 
 
+DEFAULT_LPIPS_WEIGHT = 0.1  # our choice: the paper (after CAT3D) adds LPIPS to L1 + SSIM without a weight
+
+
 @dataclass
 class ReconOptions:
     """Options of one reconstruction; defaults follow the paper's protocol (98 generated views, 50 DDIM steps,
@@ -70,8 +73,10 @@ class ReconOptions:
     """Gaussian-fitting optimisation steps."""
     fit_points: int = FitConfig.num_points
     """Gaussians at the start of fitting (random initialisation inside the cameras' views; densified later)."""
-    lpips_weight: float = 0.0
-    """Weight of LPIPS in the fitting loss (0 = L1 + SSIM only; > 0 needs `cameo-eval install-lpips` once)."""
+    lpips_weight: float | None = None
+    """Weight of LPIPS in the fitting loss (0 = L1 + SSIM only; > 0 needs `cameo-eval install-lpips` once).
+    None: ``DEFAULT_LPIPS_WEIGHT`` (L1 + SSIM + LPIPS, as the paper fits generated views) when the LPIPS weights
+    are installed, else 0 (see :func:`effective_lpips_weight`)."""
     path_mode: str = "auto"
     """2 views: auto / orbit / linear. 1 view: auto (= circle) / circle / orbit / forward / sideways."""
     path_size: float = 0.15
@@ -181,7 +186,7 @@ def run_reconstruction(
         video = _write_video(views, work / "flythrough.mp4") if opts.write_video and opts.generate else None
     with stages("fit", "fit"):
         fit_cfg = FitConfig(iterations=opts.fit_iterations, num_points=opts.fit_points,
-                            lpips_weight=opts.lpips_weight, seed=opts.seed)
+                            lpips_weight=effective_lpips_weight(opts.lpips_weight), seed=opts.seed)
         splats = fit_gaussians(views.to(device), path_K, c2w, fit_cfg, progress=stages.report,
                                show_progress=opts.show_progress)
     with stages("export", "export"):
@@ -199,17 +204,35 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
     checks = [(opts.num_views >= 1, "num_views must be >= 1"), (opts.steps >= 1, "steps must be >= 1"),
               (opts.fit_iterations >= 1, "fit_iterations must be >= 1"),
               (opts.fit_points >= 1, "fit_points must be >= 1"), (opts.cfg > 0, "cfg must be > 0"),
-              (opts.lpips_weight >= 0, "lpips_weight must be >= 0"), (opts.path_size > 0, "path_size must be > 0")]
+              (opts.lpips_weight is None or opts.lpips_weight >= 0, "lpips_weight must be >= 0"), (opts.path_size > 0, "path_size must be > 0")]
     for ok, message in checks:
         if not ok:
             raise ReconError(message)
-    if opts.lpips_weight > 0:
+    if opts.lpips_weight is not None and opts.lpips_weight > 0:
         from cameo.eval.lpips import LPIPSWeightsMissing, load_lpips
 
         try:
             load_lpips(FitConfig.lpips_net)
         except LPIPSWeightsMissing as err:
             raise ReconError(f"lpips_weight > 0 needs LPIPS weights: {err}") from None
+
+
+def lpips_installed() -> bool:
+    """Whether the LPIPS network of the fitting loss can be loaded from local files."""
+    from cameo.eval.lpips import LPIPSWeightsMissing, load_lpips
+
+    try:
+        load_lpips(FitConfig.lpips_net)
+    except LPIPSWeightsMissing:
+        return False
+    return True
+
+
+def effective_lpips_weight(weight: float | None) -> float:
+    """``weight``, or for None (the default) ``DEFAULT_LPIPS_WEIGHT`` if LPIPS is installed and 0 otherwise."""
+    if weight is not None:
+        return weight
+    return DEFAULT_LPIPS_WEIGHT if lpips_installed() else 0.0
 
 
 def _load_model(opts: ReconOptions) -> Pretrained:

@@ -90,3 +90,27 @@ def test_recon_fit_is_deterministic_and_scale_invariant():
     torch.testing.assert_close((big.means - t) / s, a.means, atol=2e-3, rtol=0)
     torch.testing.assert_close(big.scales - math.log(s), a.scales, atol=5e-2, rtol=0)  # float rounding grows
     torch.testing.assert_close(render(big, K, c2w_big, 24, 24), render(a, K, c2w, 24, 24), atol=2e-3, rtol=0)
+
+
+def test_default_lpips_weight_follows_the_installed_weights(tmp_path, monkeypatch):
+    """The paper's L1 + SSIM + LPIPS by default when LPIPS is installed; L1 + SSIM (not an error) when it is not."""
+    from recon.pipeline import DEFAULT_LPIPS_WEIGHT, effective_lpips_weight, lpips_installed
+
+    assert effective_lpips_weight(0.0) == 0.0 and effective_lpips_weight(0.3) == 0.3
+    installed = lpips_installed()
+    assert effective_lpips_weight(None) == (DEFAULT_LPIPS_WEIGHT if installed else 0.0)
+    monkeypatch.setenv("CAMEO_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr("cameo.eval.lpips._from_torchvision_and_lpips", lambda net: None)
+    assert not lpips_installed() and effective_lpips_weight(None) == 0.0
+
+
+def test_fit_with_lpips_runs_on_images_smaller_than_alexnet_needs():
+    from recon.pipeline import lpips_installed
+
+    if not lpips_installed():
+        pytest.skip("LPIPS weights not installed (run `cameo-eval install-lpips`)")
+    K, c2w = _cameras(2, 16)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cfg = FitConfig(iterations=2, num_points=50, views_per_step=2, lpips_weight=0.1)
+    splats = fit_gaussians(images, K, c2w, cfg, show_progress=False)
+    assert torch.isfinite(splats.means).all() and len(splats) > 0
