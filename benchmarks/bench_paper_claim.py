@@ -8,8 +8,8 @@ training data): PSNR / SSIM / LPIPS-VGG of generated views in 1-to-3 and 2-to-2,
 of the CAMEO layer (Probe3D protocol). It writes ``summary.md`` (tables + step ratio), ``results.json`` and PNG
 curves into ``--out``; per-snapshot scores are cached there, so a rerun only scores new snapshots.
 
-    # train both arms to 3000 steps (resumable: rerun to continue), one core each, then score them
-    python benchmarks/bench_paper_claim.py --train --max-steps 3000
+    # train both arms to 2500 steps (resumable: rerun to continue), one core each, then score them
+    python benchmarks/bench_paper_claim.py --train --max-steps 2500
     # score whatever snapshots exist
     python benchmarks/bench_paper_claim.py
 """
@@ -83,7 +83,7 @@ def score_snapshot(folder: Path, scenes: list, metrics: ImageMetrics, ddim_steps
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="train (or resume) both arms to --max-steps first")
-    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--max-steps", type=int, default=2500)
     parser.add_argument("--train-threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--scenes", type=int, default=8, help="held-out scenes (half objects, half rooms)")
     parser.add_argument("--ddim-steps", type=int, default=20)
