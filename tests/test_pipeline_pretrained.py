@@ -77,3 +77,34 @@ def test_unavailable_cuda_is_a_clear_error(tiny_dir):
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match="CUDA is not available"):
         load_pretrained(tiny_dir, "cuda")
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "model"
+
+
+def test_bundled_model_is_small_fp16_and_samples_deterministically():
+    """The shipped default model: float16 safetensors under 50 MB, the demo-cpu CAMEO config, and a 2-to-2 sample
+    from the bundled demo scene's inputs that is finite, in range and reproducible for a seed."""
+    from safetensors import safe_open
+
+    from cameo.sampling import sample_views
+    from cameo.scene import load_scene
+
+    weights = sorted(BUNDLED.rglob("*.safetensors"))
+    assert weights, f"{BUNDLED} ships no weights"
+    assert sum(f.stat().st_size for f in BUNDLED.rglob("*") if f.is_file()) < 50 * 2**20
+    for file in weights:
+        with safe_open(str(file), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}, file
+    pre = load_pretrained(BUNDLED, "cpu")
+    assert pre.config.name == "demo-cpu" and pre.config.cameo.enabled and str(pre.config.cameo.layer) == "10"
+    assert (pre.image_size, pre.frames_per_group) == (64, 4) and "steps" in (pre.model_card or "")
+    scene = load_scene(Path(__file__).resolve().parents[1] / "assets" / "demo" / "object_00" / "scene.json")
+    images = torch.nn.functional.interpolate(scene.load_images(), size=(64, 64), mode="area")
+    K = scene.K.clone()
+    K[:, :2] *= 64 / scene.frames[0].width
+    args = (pre.model, pre.codec, images[:1], K[:1], scene.c2w[:1], K[1:], scene.c2w[1:])
+    first = sample_views(*args, steps=3, cfg=2.0, seed=7, schedule=pre.schedule)
+    again = sample_views(*args, steps=3, cfg=2.0, seed=7, schedule=pre.schedule)
+    assert first.shape == (1, 3, 64, 64) and torch.isfinite(first).all()
+    assert torch.equal(first, again) and first.std() > 0.01
