@@ -17,12 +17,11 @@ to the input views alone (the no-diffusion reference, same fitting settings).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import tempfile
 import time
 from pathlib import Path
-
-import json
 
 import numpy as np
 import torch

@@ -204,7 +204,8 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
     checks = [(opts.num_views >= 1, "num_views must be >= 1"), (opts.steps >= 1, "steps must be >= 1"),
               (opts.fit_iterations >= 1, "fit_iterations must be >= 1"),
               (opts.fit_points >= 1, "fit_points must be >= 1"), (opts.cfg > 0, "cfg must be > 0"),
-              (opts.lpips_weight is None or opts.lpips_weight >= 0, "lpips_weight must be >= 0"), (opts.path_size > 0, "path_size must be > 0")]
+              (opts.lpips_weight is None or opts.lpips_weight >= 0, "lpips_weight must be >= 0"),
+              (opts.path_size > 0, "path_size must be > 0")]
     for ok, message in checks:
         if not ok:
             raise ReconError(message)
@@ -218,14 +219,10 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
 
 
 def lpips_installed() -> bool:
-    """Whether the LPIPS network of the fitting loss can be loaded from local files."""
-    from cameo.eval.lpips import LPIPSWeightsMissing, load_lpips
+    """Whether the LPIPS network of the fitting loss has local weights (checked without loading them)."""
+    from cameo.eval.lpips import lpips_weights_found
 
-    try:
-        load_lpips(FitConfig.lpips_net)
-    except LPIPSWeightsMissing:
-        return False
-    return True
+    return lpips_weights_found(FitConfig.lpips_net)
 
 
 def effective_lpips_weight(weight: float | None) -> float:

@@ -100,7 +100,7 @@ def test_default_lpips_weight_follows_the_installed_weights(tmp_path, monkeypatc
     installed = lpips_installed()
     assert effective_lpips_weight(None) == (DEFAULT_LPIPS_WEIGHT if installed else 0.0)
     monkeypatch.setenv("CAMEO_CACHE", str(tmp_path / "empty"))
-    monkeypatch.setattr("cameo.eval.lpips._from_torchvision_and_lpips", lambda net: None)
+    monkeypatch.setattr("cameo.eval.lpips._torchvision_and_lpips_files", lambda net: None)
     assert not lpips_installed() and effective_lpips_weight(None) == 0.0
 
 

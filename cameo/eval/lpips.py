@@ -214,21 +214,34 @@ def _from_cameo_cache(net: str, cache: Path) -> dict[str, torch.Tensor] | None:
     return load_file(str(path))
 
 
-def _from_torchvision_and_lpips(net: str) -> dict[str, torch.Tensor] | None:
-    """Backbone from the torch hub cache + linear heads of an installed `lpips` package, when both exist."""
+def _torchvision_and_lpips_files(net: str) -> tuple[Path, Path] | None:
+    """(backbone in the torch hub cache, linear heads of an installed `lpips` package), when both exist."""
     backbone = Path(torch.hub.get_dir()) / "checkpoints" / _TORCHVISION_FILE[net]
     spec = importlib.util.find_spec("lpips")
     if not backbone.is_file() or spec is None or not spec.submodule_search_locations:
         return None
     heads = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / f"{net}.pth"
-    if not heads.is_file():
+    return (backbone, heads) if heads.is_file() else None
+
+
+def _from_torchvision_and_lpips(net: str) -> dict[str, torch.Tensor] | None:
+    """Backbone from the torch hub cache + linear heads of an installed `lpips` package, when both exist."""
+    files = _torchvision_and_lpips_files(net)
+    if files is None:
         return None
+    backbone, heads = files
     n_features = _TAPS[net][-1] + 1
     state = {k: v for k, v in torch.load(backbone, map_location="cpu", weights_only=True).items()
              if k.startswith("features.") and int(k.split(".")[1]) < n_features}
     for key, value in torch.load(heads, map_location="cpu", weights_only=True).items():
         state[f"lins.{int(key[3])}.weight"] = value  # lpips names them lin{k}.model.1.weight
     return state
+
+
+def lpips_weights_found(net: str = "vgg", cache_dir: str | Path | None = None) -> bool:
+    """Whether :func:`load_lpips` finds local weights for ``net`` (a file check: nothing is loaded or verified)."""
+    cache = Path(cache_dir) if cache_dir else lpips_cache_dir()
+    return (cache / f"lpips_{_check_net(net)}.safetensors").is_file() or _torchvision_and_lpips_files(net) is not None
 
 
 def load_lpips(net: str = "vgg", device: str | torch.device = "cpu", cache_dir: str | Path | None = None) -> LPIPS:
