@@ -4,8 +4,9 @@ quality in fewer training steps (paper: 2x fewer, Table 1 / Fig. 5c).
 Arms: ``demo-cpu`` (CAMEO; it is also the bundled model) and ``bench-baseline`` (the same run with the CAMEO loss
 off: same data, seed, model, schedule and autoencoder). Both runs export a model snapshot every 500 steps; this
 script scores every snapshot of both arms on held-out procedural scenes (half objects, half rooms, never in the
-training data): PSNR / SSIM / LPIPS-VGG of generated views in 1-to-3 and 2-to-2, and the correspondence precision
-of the CAMEO layer (Probe3D protocol). It writes ``summary.md`` (tables + step ratio), ``results.json`` and PNG
+training data): PSNR / SSIM / LPIPS-VGG of generated views in 1-to-3 and 2-to-2, the held-out denoising loss (the
+training objective at fixed noise levels and noise: the low-variance curve) and the correspondence precision of the
+CAMEO layer (Probe3D protocol). It writes ``summary.md`` (tables + step ratio), ``results.json`` and PNG
 curves into ``--out``; per-snapshot scores are cached there, so a rerun only scores new snapshots.
 
     # train both arms to 2500 steps (resumable: rerun to continue), one core each, then score them
@@ -31,12 +32,13 @@ import torch
 from cameo.atomic import write_json_atomic, write_text_atomic
 from cameo.eval.curves import step_ratio
 from cameo.eval.metrics import ImageMetrics
-from cameo.eval.nvs import SETTINGS, evaluate_nvs, probe_scenes, procedural_scenes
+from cameo.eval.nvs import SETTINGS, evaluate_nvs, heldout_denoising_loss, probe_scenes, procedural_scenes
 from cameo.eval.report import line_chart, markdown_table, picture_grid, summarize
 from cameo.pretrained import load_pretrained
 from cameo.train.config import load_config
 
 ARMS = {"CAMEO": "demo-cpu", "baseline": "bench-baseline"}
+LOSS_KEYS = {f"{setting} loss" for setting in SETTINGS}
 
 
 def train_arms(max_steps: int, threads: int) -> None:
@@ -77,7 +79,13 @@ def score_snapshot(folder: Path, scenes: list, metrics: ImageMetrics, ddim_steps
     layer = loaded.model.resolve_layer(int(config.cameo.layer))
     rows, _ = probe_scenes(loaded.model, loaded.codec, scenes, [layer], None, threshold_rel, grid=64)
     result["precision"] = sum(r["precision"] for r in rows) / len(rows)
-    return result, picture_grid(nvs.examples["2-to-2"])
+    return result | snapshot_loss(folder, scenes), picture_grid(nvs.examples["2-to-2"])
+
+
+def snapshot_loss(folder: Path, scenes: list) -> dict[str, float]:
+    """Held-out denoising loss per setting of one snapshot."""
+    loaded = load_pretrained(folder, "cpu")
+    return heldout_denoising_loss(loaded.model, loaded.codec, scenes, loaded.schedule)
 
 
 def main() -> None:
@@ -116,7 +124,11 @@ def main() -> None:
                 picture.save(cache.with_suffix(".png"))
                 write_json_atomic(cache, scores)
                 print(f"scored {arm} step {step} in {time.perf_counter() - t:.0f} s", flush=True)
-            results[arm][step] = json.loads(cache.read_text())
+            scores = json.loads(cache.read_text())
+            if LOSS_KEYS - scores.keys():  # cached before the loss column existed: add it
+                scores |= snapshot_loss(folder, scenes)
+                write_json_atomic(cache, scores)
+            results[arm][step] = scores
     common = sorted(set(results["CAMEO"]) & set(results["baseline"]))
     if not common:
         raise SystemExit("no snapshot step exists in both arms yet; train them first (--train)")
@@ -124,29 +136,35 @@ def main() -> None:
 
 
 def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int], args, seconds: float) -> None:
-    keys = [f"{s} {m}" for s in SETTINGS for m in ("psnr", "ssim", "lpips")] + ["precision"]
+    keys = [f"{s} {m}" for s in SETTINGS for m in ("psnr", "ssim", "lpips", "loss")] + ["precision"]
     rows = [{"arm": arm, "step": step, **{k: results[arm][step][k] for k in keys}}
             for step in steps for arm in ARMS]
     ratios = []
     for setting in SETTINGS:
-        curve = {arm: [(s, results[arm][s][f"{setting} psnr"]) for s in steps] for arm in ARMS}
-        needed, ratio = step_ratio(curve["baseline"], curve["CAMEO"])
-        final = curve["baseline"][-1][1]
-        ratios.append({"setting": setting, "baseline final step": steps[-1], "baseline final PSNR": final,
-                       "CAMEO steps to reach it": "not reached" if math.isnan(needed) else round(needed),
-                       "step ratio": "-" if math.isnan(ratio) else f"{ratio:.2f}x"})
-        line_chart(curve, f"{setting} PSNR of generated views (held-out)", "training step", "PSNR dB").save(
+        for measure, sign in (("PSNR", 1.0), ("loss", -1.0)):  # step_ratio wants higher = better
+            key = f"{setting} {measure.lower()}"
+            curve = {arm: [(s, sign * results[arm][s][key]) for s in steps] for arm in ARMS}
+            needed, ratio = step_ratio(curve["baseline"], curve["CAMEO"])
+            ratios.append({"setting": setting, "measure": measure, "baseline final step": steps[-1],
+                           "baseline final value": f"{sign * curve['baseline'][-1][1]:.{2 if sign > 0 else 3}f}",
+                           "CAMEO steps to reach it": "not reached" if math.isnan(needed) else round(needed),
+                           "step ratio": "-" if math.isnan(ratio) else f"{ratio:.2f}x"})
+        psnr_curve = {arm: [(s, results[arm][s][f"{setting} psnr"]) for s in steps] for arm in ARMS}
+        line_chart(psnr_curve, f"{setting} PSNR of generated views (held-out)", "training step", "PSNR dB").save(
             out / f"psnr_{setting}.png")
+    line_chart({f"{arm} {setting}": [(s, results[arm][s][f"{setting} loss"]) for s in steps]
+                for arm in ARMS for setting in SETTINGS},
+               "held-out denoising loss (fixed noise)", "training step", "loss").save(out / "loss.png")
     line_chart({arm: [(s, results[arm][s]["precision"]) for s in steps] for arm in ARMS},
                "layer-10 correspondence precision", "training step", "precision").save(out / "precision.png")
     for arm, config in ARMS.items():  # 2-to-2 generations of the last common step
         shutil.copyfile(cache_path(out, config, steps[-1], args).with_suffix(".png"), out / f"examples_{arm}.png")
     header = (f"# CAMEO vs baseline (demo-cpu scale)\n\n{args.scenes} held-out procedural scenes (half objects, half "
               f"rooms), {args.ddim_steps} DDIM steps, CFG {args.cfg}; PSNR/SSIM/LPIPS-VGG of the generated target "
-              f"views; precision: Probe3D protocol on the CAMEO layer (layer 10), threshold {args.precision_threshold:.1%} of the median depth.\n"
+              f"views; loss: the training objective on the held-out targets at 10 fixed noise levels with fixed noise; precision: Probe3D protocol on the CAMEO layer (layer 10), threshold {args.precision_threshold:.1%} of the median depth.\n"
               f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}; this script ran {seconds / 60:.1f} "
               f"min.\n\n")
-    text = header + markdown_table(rows, 3) + "\n## Steps to the baseline's final PSNR\n\n" + markdown_table(ratios, 2)
+    text = header + markdown_table(rows, 3) + "\n## Steps to the baseline's final PSNR and loss\n\n" + markdown_table(ratios, 2)
     write_text_atomic(out / "summary.md", text)
     write_json_atomic(out / "results.json", {"rows": rows, "step_ratio": ratios})
     print(text)

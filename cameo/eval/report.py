@@ -48,7 +48,10 @@ def markdown_table(rows: list[dict], digits: int = 4) -> str:
     if not rows:
         return "(no rows)\n"
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    fmt = lambda x: f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+    def fmt(x: object) -> str:
+        return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -124,6 +127,10 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, x_label
         draw.text((px - 10, height - bottom + 5), f"{x:g}", fill="black")
     draw.text((width // 2 - 20, height - 14), x_label, fill="black")
     draw.text((4, top - 14), y_label, fill="black")
+    # legend in the top corner the lines start farther from (left for rising curves, right for falling ones)
+    first_x = min(p[0] for p in points)
+    starts_high = sum(p[1] for p in points if p[0] == first_x) / sum(p[0] == first_x for p in points) > (y0 + y1) / 2
+    legend_x = width - right - 8 - 6 * max(len(name) for name in series) if starts_high else left + 8
     for i, (name, line) in enumerate(series.items()):
         colour = PALETTE[i % len(PALETTE)]
         pts = [to_px(x, y) for x, y in sorted(line) if not math.isnan(y)]
@@ -131,5 +138,5 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, x_label
             draw.line(pts, fill=colour, width=2)
         for px, py in pts:
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-        draw.text((left + 8, top + 6 + 12 * i), name, fill=colour)
+        draw.text((legend_x, top + 6 + 12 * i), name, fill=colour)
     return image

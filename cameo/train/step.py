@@ -47,11 +47,14 @@ def camera_conditioning(c2w: torch.Tensor, K: torch.Tensor, height: int, width: 
 
 
 def noise_targets(
-    clean: torch.Tensor, ref_mask: torch.Tensor, scheduler: DDPMScheduler, gen: torch.Generator
+    clean: torch.Tensor, ref_mask: torch.Tensor, scheduler: DDPMScheduler, gen: torch.Generator,
+    t: torch.Tensor | None = None,
 ) -> NoisedBatch:
-    """Noise the target views of ``clean [B, F, C, h, w]`` at one random timestep per sample."""
+    """Noise the target views of ``clean [B, F, C, h, w]`` at one timestep per sample: ``t [B]``, or drawn
+    uniformly from ``gen`` when None (training)."""
     b, f = clean.shape[:2]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
+    if t is None:
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
     noise = torch.randn(clean.shape, generator=gen, dtype=torch.float32).to(clean.device, clean.dtype)
     timesteps = torch.where(ref_mask, 0, t[:, None]).to(clean.device)
     flat_t = timesteps.reshape(-1)
