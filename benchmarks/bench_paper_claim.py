@@ -6,7 +6,9 @@ off: same data, seed, model, schedule and autoencoder). Both runs export a model
 script scores every snapshot of both arms on held-out procedural scenes (half objects, half rooms, never in the
 training data): PSNR / SSIM / LPIPS-VGG of generated views in 1-to-3 and 2-to-2, the held-out denoising loss (the
 training objective at fixed noise levels and noise: the low-variance curve) and the correspondence precision of the
-CAMEO layer (Probe3D protocol). It writes ``summary.md`` (tables + step ratio), ``results.json`` and PNG
+CAMEO layer (Probe3D protocol, plus the argmax of the layer's attention and of the CAMEO head). Ablation arms
+(``ABLATIONS``: the CAMEO head replaced by a plain mean over heads) are scored where their snapshots exist.
+It writes ``summary.md`` (tables + step ratio), ``results.json`` and PNG
 curves into ``--out``; per-snapshot scores are cached there, so a rerun only scores new snapshots.
 
     # train both arms to 2500 steps (resumable: rerun to continue), one core each, then score them
@@ -38,18 +40,21 @@ from cameo.pretrained import load_pretrained
 from cameo.train.config import load_config
 
 ARMS = {"CAMEO": "demo-cpu", "baseline": "bench-baseline"}
-LOSS_KEYS = {f"{setting} loss" for setting in SETTINGS}
+ABLATIONS = {"CAMEO mean head": "bench-cameo-mean-head"}
+"""Extra arms, scored and plotted where their snapshots exist (trained with ``--train --ablations``)."""
+EXTRA_KEYS = {f"{setting} loss" for setting in SETTINGS} | {"attention precision"}
+"""Scores added after the first results were cached: computed for cached snapshots that lack them."""
 
 
-def train_arms(max_steps: int, threads: int) -> None:
-    """Train the shared autoencoder, then both arms side by side (``threads`` each), resuming where they stopped."""
+def train_arms(configs: list[str], max_steps: int, threads: int) -> None:
+    """Train the shared autoencoder, then the arms side by side (``threads`` each), resuming where they stopped."""
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     cli = [sys.executable, "-m", "cameo.train"]
     if not (Path(load_config("demo-cpu").output_dir) / "autoencoder" / "config.json").is_file():
         subprocess.run(cli + ["autoencoder", "--config", "demo-cpu"], check=True)
     runs = [subprocess.Popen(cli + ["--config", config, "--resume", "--optim.max-steps", str(max_steps)], env=env,
                              stdout=subprocess.DEVNULL, stderr=open(f"{load_config(config).output_dir}.log", "a"))
-            for config in ARMS.values()]
+            for config in configs]
     if any(run.wait() for run in runs):
         raise SystemExit("a training run failed; see runs/<name>.log")
 
@@ -67,31 +72,37 @@ def cache_path(out: Path, config: str, step: int, args) -> Path:
 
 def score_snapshot(folder: Path, scenes: list, metrics: ImageMetrics, ddim_steps: int, cfg: float,
                    threshold_rel: float):
-    """NVS metrics per setting and correspondence precision of the CAMEO layer of one snapshot, and a picture of
-    its 2-to-2 generations (references | ground truth | generated, one row per scene)."""
+    """All scores of one snapshot (NVS metrics per setting + :func:`score_internals`) and a picture of its 2-to-2
+    generations (references | ground truth | generated, one row per scene)."""
     loaded = load_pretrained(folder, "cpu")
-    config = loaded.config
     nvs = evaluate_nvs(loaded.model, loaded.codec, scenes, metrics, SETTINGS, ddim_steps, cfg, seed=0,
                        schedule=loaded.schedule)
     result: dict = {}
     for row in summarize(nvs.rows, ("setting",), ("psnr", "ssim", "lpips")):
         result |= {f"{row['setting']} {k}": row[k] for k in ("psnr", "ssim", "lpips")}
-    layer = loaded.model.resolve_layer(int(config.cameo.layer))
-    rows, _ = probe_scenes(loaded.model, loaded.codec, scenes, [layer], None, threshold_rel, grid=64)
-    result["precision"] = sum(r["precision"] for r in rows) / len(rows)
-    return result | snapshot_loss(folder, scenes), picture_grid(nvs.examples["2-to-2"])
+    return result | score_internals(folder, scenes, threshold_rel), picture_grid(nvs.examples["2-to-2"])
 
 
-def snapshot_loss(folder: Path, scenes: list) -> dict[str, float]:
-    """Held-out denoising loss per setting of one snapshot."""
+def score_internals(folder: Path, scenes: list, threshold_rel: float) -> dict[str, float]:
+    """Held-out denoising loss per setting, and the CAMEO layer's correspondence precision read three ways (cameras
+    dropped, as in the paper): q/k descriptors (Probe3D), the head-averaged attention's argmax, and the argmax of
+    the CAMEO head's logits (what the loss supervises; absent without CAMEO)."""
     loaded = load_pretrained(folder, "cpu")
-    return heldout_denoising_loss(loaded.model, loaded.codec, scenes, loaded.schedule)
+    result = heldout_denoising_loss(loaded.model, loaded.codec, scenes, loaded.schedule)
+    layer = loaded.model.resolve_layer(int(loaded.config.cameo.layer))
+    rows, _ = probe_scenes(loaded.model, loaded.codec, scenes, [layer], None, threshold_rel, grid=64)
+    for key, name in (("precision", "precision"), ("attention_precision", "attention precision"),
+                      ("head_precision", "head precision")):
+        if key in rows[0]:
+            result[name] = sum(r[key] for r in rows) / len(rows)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="train (or resume) both arms to --max-steps first")
     parser.add_argument("--max-steps", type=int, default=2500)
+    parser.add_argument("--ablations", action="store_true", help=f"with --train: also train {', '.join(ABLATIONS)}")
     parser.add_argument("--train-threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--scenes", type=int, default=8, help="held-out scenes (half objects, half rooms)")
     parser.add_argument("--ddim-steps", type=int, default=20)
@@ -104,7 +115,8 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     if args.train:
-        train_arms(args.max_steps, args.train_threads)
+        train_arms(list(ARMS.values()) + (list(ABLATIONS.values()) if args.ablations else []), args.max_steps,
+                   args.train_threads)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     (out / "cache").mkdir(parents=True, exist_ok=True)
@@ -113,7 +125,7 @@ def main() -> None:
     scenes = list(procedural_scenes(half, "object", size)) + list(procedural_scenes(args.scenes - half, "room", size))
     metrics = ImageMetrics()
     results: dict[str, dict[int, dict]] = {}
-    for arm, config in ARMS.items():
+    for arm, config in (ARMS | ABLATIONS).items():
         results[arm] = {}
         for step, folder in snapshots(config).items():
             cache = cache_path(out, config, step, args)
@@ -125,8 +137,8 @@ def main() -> None:
                 write_json_atomic(cache, scores)
                 print(f"scored {arm} step {step} in {time.perf_counter() - t:.0f} s", flush=True)
             scores = json.loads(cache.read_text())
-            if LOSS_KEYS - scores.keys():  # cached before the loss column existed: add it
-                scores |= snapshot_loss(folder, scenes)
+            if EXTRA_KEYS - scores.keys():  # cached before these columns existed: add them
+                scores |= score_internals(folder, scenes, args.precision_threshold)
                 write_json_atomic(cache, scores)
             results[arm][step] = scores
     common = sorted(set(results["CAMEO"]) & set(results["baseline"]))
@@ -136,35 +148,44 @@ def main() -> None:
 
 
 def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int], args, seconds: float) -> None:
-    keys = [f"{s} {m}" for s in SETTINGS for m in ("psnr", "ssim", "lpips", "loss")] + ["precision"]
-    rows = [{"arm": arm, "step": step, **{k: results[arm][step][k] for k in keys}}
-            for step in steps for arm in ARMS]
+    """summary.md, results.json and the curves; ``steps``: those both main arms reached (ablations where present)."""
+    keys = [f"{s} {m}" for s in SETTINGS for m in ("psnr", "ssim", "lpips", "loss")]
+    keys += ["precision", "attention precision", "head precision"]
+    rows = [{"arm": arm, "step": step, **{k: results[arm][step].get(k, "-") for k in keys}}
+            for step in steps for arm in results if step in results[arm]]
+
+    def curve(arm: str, key: str, sign: float = 1.0) -> list[tuple[int, float]]:
+        return [(s, sign * results[arm][s][key]) for s in steps if s in results[arm] and key in results[arm][s]]
+
     ratios = []
     for setting in SETTINGS:
         for measure, sign in (("PSNR", 1.0), ("loss", -1.0)):  # step_ratio wants higher = better
             key = f"{setting} {measure.lower()}"
-            curve = {arm: [(s, sign * results[arm][s][key]) for s in steps] for arm in ARMS}
-            needed, ratio = step_ratio(curve["baseline"], curve["CAMEO"])
+            needed, ratio = step_ratio(curve("baseline", key, sign), curve("CAMEO", key, sign))
             ratios.append({"setting": setting, "measure": measure, "baseline final step": steps[-1],
-                           "baseline final value": f"{sign * curve['baseline'][-1][1]:.{2 if sign > 0 else 3}f}",
+                           "baseline final value": f"{results['baseline'][steps[-1]][key]:.{2 if sign > 0 else 3}f}",
                            "CAMEO steps to reach it": "not reached" if math.isnan(needed) else round(needed),
                            "step ratio": "-" if math.isnan(ratio) else f"{ratio:.2f}x"})
-        psnr_curve = {arm: [(s, results[arm][s][f"{setting} psnr"]) for s in steps] for arm in ARMS}
-        line_chart(psnr_curve, f"{setting} PSNR of generated views (held-out)", "training step", "PSNR dB").save(
+        line_chart({arm: curve(arm, f"{setting} psnr") for arm in results},
+                   f"{setting} PSNR of generated views (held-out)", "training step", "PSNR dB").save(
             out / f"psnr_{setting}.png")
-    line_chart({f"{arm} {setting}": [(s, results[arm][s][f"{setting} loss"]) for s in steps]
-                for arm in ARMS for setting in SETTINGS},
-               "held-out denoising loss (fixed noise)", "training step", "loss").save(out / "loss.png")
-    line_chart({arm: [(s, results[arm][s]["precision"]) for s in steps] for arm in ARMS},
+    line_chart({arm: curve(arm, "2-to-2 loss") for arm in results}, "held-out 2-to-2 denoising loss (fixed noise)",
+               "training step", "loss").save(out / "loss.png")
+    line_chart({f"{arm}: {name}": curve(arm, key) for arm in results
+                for key, name in (("precision", "q/k"), ("head precision", "head")) if curve(arm, key)},
                "layer-10 correspondence precision", "training step", "precision").save(out / "precision.png")
     for arm, config in ARMS.items():  # 2-to-2 generations of the last common step
         shutil.copyfile(cache_path(out, config, steps[-1], args).with_suffix(".png"), out / f"examples_{arm}.png")
     header = (f"# CAMEO vs baseline (demo-cpu scale)\n\n{args.scenes} held-out procedural scenes (half objects, half "
               f"rooms), {args.ddim_steps} DDIM steps, CFG {args.cfg}; PSNR/SSIM/LPIPS-VGG of the generated target "
-              f"views; loss: the training objective on the held-out targets at 10 fixed noise levels with fixed noise; precision: Probe3D protocol on the CAMEO layer (layer 10), threshold {args.precision_threshold:.1%} of the median depth.\n"
+              f"views; loss: the training objective on the held-out targets at 10 fixed noise levels with fixed "
+              f"noise. Layer-10 correspondence precision (cameras dropped, threshold {args.precision_threshold:.1%} of "
+              f"the median depth): precision = q/k descriptors, Probe3D protocol; attention precision = argmax of the "
+              f"head-averaged attention; head precision = argmax of the CAMEO head's logits (chance is about 0.01).\n"
               f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}; this script ran {seconds / 60:.1f} "
               f"min.\n\n")
-    text = header + markdown_table(rows, 3) + "\n## Steps to the baseline's final PSNR and loss\n\n" + markdown_table(ratios, 2)
+    text = (header + markdown_table(rows, 3) + "\n## Steps to the baseline's final PSNR and loss\n\n"
+            + markdown_table(ratios, 2))
     write_text_atomic(out / "summary.md", text)
     write_json_atomic(out / "results.json", {"rows": rows, "step_ratio": ratios})
     print(text)

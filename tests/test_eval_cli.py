@@ -25,10 +25,12 @@ def test_cli_nvs_writes_tables_and_pictures(tmp_path):
 
 def test_cli_probe_writes_precision_and_pictures(tmp_path):
     assert main(["probe", "--config", "tiny", "--scenes", "1", "--layers", "10", "--grid", "16", "--pictures", "1",
-                 "--out", str(tmp_path / "probe")]) == 0
+                 "--cameras", "--out", str(tmp_path / "probe")]) == 0
     rows = _rows(tmp_path / "probe" / "per_pair.csv")
     assert len(rows) == 3 and {r["layer"] for r in rows} == {"up_blocks.2.attentions.0.transformer_blocks.0.attn1"}
-    assert all(0.0 <= float(r["precision"]) <= 1.0 for r in rows)
+    for key in ("precision", "attention_precision", "head_precision"):  # layer 10 is the CAMEO layer: all three
+        assert all(0.0 <= float(r[key]) <= 1.0 for r in rows)
+    assert "Cameras on" in (tmp_path / "probe" / "summary.md").read_text()
     assert len(list((tmp_path / "probe").glob("attention_*.png"))) == 1
 
 

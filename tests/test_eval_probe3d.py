@@ -1,12 +1,14 @@
 """Correspondence precision (Probe3D protocol), attention capture of a pair, and the attention picture."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cameo.eval.attention_viz import attended_points, draw_attention, query_lattice
-from cameo.eval.probe3d import (ViewTokens, correspondence_precision, match_descriptors, probe_pair,
-                                relative_rotation_deg, rotation_bin, scale_relative_threshold)
+from cameo.eval.probe3d import (ViewTokens, attention_precision, correspondence_precision, match_descriptors,
+                                probe_pair, relative_rotation_deg, rotation_bin, scale_relative_threshold)
 
 
 def test_match_descriptors_recovers_permutation_and_ratio():
@@ -38,6 +40,21 @@ def test_precision_perfect_for_true_descriptors_and_low_for_random():
     assert bad.precision < 0.2
     few = correspondence_precision(dq, dk, pq, pk, threshold=0.02, grid=32, top_k=100)
     assert few.num_matches == 100 and few.precision == 1.0
+
+
+def test_attention_precision_reads_the_argmax_of_logits():
+    _, _, pq, pk = _shifted_scene(shift=8)  # 32x32 pixels; a 4x4 token grid: one token = 8 px = 1 token row shift
+    tokens = 16
+    rows = torch.arange(tokens)
+    true_key = (rows - 4).clamp_min(0)  # query token (r, c) sees key token (r - 1, c): index - 4
+    logits = torch.full((tokens, tokens), -5.0)
+    logits[rows, true_key] = 5.0
+    res = attention_precision(logits, pq, pk, threshold=0.02)
+    assert res.num_matches == 12 and res.precision == 1.0  # the first token row has no surface in view 2
+    wrong = attention_precision(logits.roll(1, dims=1), pq, pk, threshold=0.02)
+    assert wrong.precision == 0.0
+    with pytest.raises(ValueError, match="square token grid"):
+        attention_precision(torch.zeros(6, 6), pq, pk, threshold=0.02)
 
 
 def test_precision_ignores_queries_without_surface():
@@ -80,6 +97,19 @@ def test_probe_pair_slices_query_and_key_views(tiny):
     dq, dk = a[layers[1]].descriptors()
     assert dq.shape == dk.shape == (a[layers[1]].q_query.shape[0] * a[layers[1]].q_query.shape[2], 8, 8)
     assert torch.allclose(a[layers[1]].cross_attention().sum(-1), torch.ones(64), atol=1e-5)
+
+
+def test_probe_pair_with_cameras_changes_the_tokens_of_later_layers(tiny):
+    model, codec = copy.deepcopy(tiny[0]), tiny[1]
+    torch.nn.init.normal_(model.camera_encoder.zero_out.weight, std=0.1)  # a trained encoder is not zero
+    key_img, query_img = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    layer = model.multiview_layers[0]
+    rays = torch.randn(2, 6, 16, 16, generator=torch.Generator().manual_seed(5))
+    dropped = probe_pair(model, codec, query_img, key_img, [layer])[layer]
+    assert torch.equal(dropped.q_query, probe_pair(model, codec, query_img, key_img, [layer], None)[layer].q_query)
+    with_cams = probe_pair(model, codec, query_img, key_img, [layer], rays)[layer]
+    assert not torch.allclose(dropped.q_query, with_cams.q_query, atol=1e-4)
+    assert dropped.logits().shape == (dropped.q_query.shape[0], 64, 64)
 
 
 def test_attention_picture_points_follow_argmax():

@@ -9,7 +9,7 @@ import pytest
 from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
-SHIPPED = ["demo-cpu", "bench-baseline", "sd21-re10k", "sd21-co3d"]
+SHIPPED = ["demo-cpu", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -31,6 +31,22 @@ def test_train_benchmark_baseline_is_demo_cpu_without_cameo():
                                model=dataclasses.replace(cameo.model, codec_path=base.model.codec_path),
                                cameo=dataclasses.replace(cameo.cameo, enabled=False))
     assert same == base
+
+
+def test_train_mean_head_ablation_is_demo_cpu_with_a_mean_head():
+    ablation, cameo = load_config("bench-cameo-mean-head"), load_config("demo-cpu")
+    assert ablation.cameo.head == "mean" and cameo.cameo.head == "mlp"
+    same = dataclasses.replace(cameo, name=ablation.name, output_dir=ablation.output_dir,
+                               model=dataclasses.replace(cameo.model, codec_path=ablation.model.codec_path),
+                               cameo=dataclasses.replace(cameo.cameo, head="mean"))
+    assert same == ablation
+
+
+def test_train_help_lists_the_shipped_configs(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in SHIPPED)
 
 
 @pytest.mark.parametrize("name", ["sd21-re10k", "sd21-co3d"])

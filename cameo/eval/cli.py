@@ -113,16 +113,20 @@ def cmd_probe(args: argparse.Namespace) -> None:
     layers = _layers(model, args.layers)
     with _report(args.out, args.overwrite) as out:
         rows, pictures = probe_scenes(model, codec, _scenes(args, image_size), layers, args.threshold, args.threshold_rel,
-                                      args.grid, args.top_k, pictures=args.pictures)
+                                      args.grid, args.top_k, pictures=args.pictures, cameras=args.cameras)
         write_csv(rows, out / "per_pair.csv")
-        per_layer = summarize(rows, ("layer",), ("precision",))
-        per_bin = summarize(rows, ("layer", "rotation_bin"), ("precision",))
+        readouts = ("precision", "attention_precision", "head_precision")
+        per_layer = summarize(rows, ("layer",), readouts)
+        per_bin = summarize(rows, ("layer", "rotation_bin"), readouts)
         write_csv(per_layer, out / "per_layer.csv")
         write_csv(per_bin, out / "per_layer_rotation.csv")
         rule = f"{args.threshold} world units" if args.threshold is not None else \
             f"{args.threshold_rel} x median depth of the query view"
         (out / "summary.md").write_text(
             f"# Correspondence precision (Probe3D protocol, top-{args.top_k}, correct if 3D distance < {rule})\n\n"
+            f"Cameras {'on' if args.cameras else 'dropped (paper protocol)'}. precision: q/k descriptors, Lowe-ranked "
+            f"top-{args.top_k}; attention_precision: argmax of the head-averaged attention, every valid query; "
+            f"head_precision: argmax of the CAMEO head's logits (supervised layer only).\n\n"
             + markdown_table(per_layer) + "\n## Per rotation bin\n\n" + markdown_table(per_bin))
         bar_chart([r["layer"].replace(".transformer_blocks.0.attn1", "") for r in per_layer],
                   [r["precision"] for r in per_layer], "precision per layer").save(out / "precision_per_layer.png")
@@ -139,8 +143,11 @@ def cmd_perturb(args: argparse.Namespace) -> None:
     model, codec, schedule, image_size = _load(args)
     metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
     scenes = _scenes(args, image_size)
-    run = lambda perturb=(): evaluate_nvs(model, codec, scenes, metrics, args.settings, args.steps, args.cfg,
-                                          args.seed, schedule, perturb)
+
+    def run(perturb: tuple[str, ...] = ()):
+        return evaluate_nvs(model, codec, scenes, metrics, args.settings, args.steps, args.cfg, args.seed, schedule,
+                            perturb)
+
     with _report(args.out, args.overwrite) as out:
         base, rows = run(), []
         for layer in _layers(model, args.layers):
@@ -202,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=int, default=64, help="descriptor grid size (paper: 128)")
     p.add_argument("--top-k", type=int, default=1000, help="matches kept by Lowe ratio")
     p.add_argument("--pictures", type=int, default=4, help="attention pictures to draw (Fig. 3 style)")
+    p.add_argument("--cameras", action="store_true",
+                   help="keep the camera conditioning during the probe (default: dropped, as in the paper)")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("perturb", help="identity perturbation of layers: change of the generated views")

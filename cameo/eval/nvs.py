@@ -15,8 +15,8 @@ import torch
 from cameo.cameras import unproject_depth
 from cameo.eval.attention_viz import attended_points, draw_attention, query_lattice
 from cameo.eval.metrics import ImageMetrics, psnr
-from cameo.eval.probe3d import (correspondence_precision, probe_pair, relative_rotation_deg, rotation_bin,
-                                scale_relative_threshold)
+from cameo.eval.probe3d import (attention_precision, correspondence_precision, probe_pair, relative_rotation_deg,
+                                rotation_bin, scale_relative_threshold)
 from cameo.sampling import normalized_plucker, sample_views
 from cameo.train.step import denoising_loss, noise_targets
 
@@ -122,26 +122,41 @@ def perturbation_rows(baseline: NVSResult, perturbed: NVSResult, layer: str) -> 
 
 
 def probe_scenes(model, codec, scenes: Iterable[EvalScene], layers: list[str], threshold: float | None,
-                 threshold_rel: float, grid: int, top_k: int = 1000, pictures: int = 0) -> tuple[list[dict], list]:
+                 threshold_rel: float, grid: int, top_k: int = 1000, pictures: int = 0,
+                 cameras: bool = False) -> tuple[list[dict], list]:
     """Correspondence precision of ``layers`` on every ordered pair (0, j) of every scene (view j = query).
 
     ``threshold``: absolute 3D distance (world units); None = ``threshold_rel`` x median depth of the query view.
-    Returns rows (scene, pair, layer, rotation, bin, precision, matches) and up to ``pictures`` attention
-    pictures (PIL images, one per layer for the first pairs).
+    ``cameras``: keep the camera conditioning (the paper's protocol drops it). Returns rows (scene, pair, layer,
+    rotation, bin, threshold, precision of the q/k descriptors (Probe3D), matches, ``attention_precision`` of the
+    head-averaged attention and, on the model's CAMEO layer, ``head_precision`` of the CAMEO head's logits) and up
+    to ``pictures`` attention pictures (PIL images, one per layer for the first pairs).
     """
+    head = getattr(model, "cameo_head", None)
+    head_layer = model.resolve_layer(model.config.cameo_layer) if head is not None else None
     rows, images = [], []
     for scene in scenes:
+        height, width = scene.images.shape[-2:]
         for j in range(1, scene.images.shape[0]):
-            tokens = probe_pair(model, codec, scene.images[j], scene.images[0], layers)
+            pair = [0, j]
+            plucker = normalized_plucker(scene.c2w[pair], scene.K[pair], height, width) if cameras else None
+            tokens = probe_pair(model, codec, scene.images[j], scene.images[0], layers, plucker)
             angle = relative_rotation_deg(scene.c2w[j], scene.c2w[0]).item()
             rho = threshold if threshold is not None else scale_relative_threshold(
                 scene.pointmaps[j], scene.c2w[j], threshold_rel)
+            points = (scene.pointmaps[j], scene.pointmaps[0], rho)
             for name, tok in tokens.items():
                 dq, dk = tok.descriptors()
                 res = correspondence_precision(dq, dk, scene.pointmaps[j], scene.pointmaps[0], rho, grid, top_k)
-                rows.append({"scene": scene.scene_id, "query_view": j, "key_view": 0, "layer": name,
-                             "rotation_deg": angle, "rotation_bin": rotation_bin(angle), "threshold": rho,
-                             "precision": res.precision, "matches": res.num_matches})
+                logits = tok.logits()
+                row = {"scene": scene.scene_id, "query_view": j, "key_view": 0, "layer": name,
+                       "rotation_deg": angle, "rotation_bin": rotation_bin(angle), "threshold": rho,
+                       "precision": res.precision, "matches": res.num_matches,
+                       "attention_precision": attention_precision(logits.mean(0), *points).precision}
+                if name == head_layer:
+                    with torch.no_grad():
+                        row["head_precision"] = attention_precision(head(logits[None])[0], *points).precision
+                rows.append(row)
                 if len(images) < pictures:
                     valid = torch.isfinite(scene.pointmaps[j]).all(0)
                     query = query_lattice(valid)

@@ -102,6 +102,27 @@ def correspondence_precision(
     return PairPrecision(correct.float().mean().item(), int(keep.numel()))
 
 
+def attention_precision(logits: torch.Tensor, points_query: torch.Tensor, points_key: torch.Tensor,
+                        threshold: float) -> PairPrecision:
+    """Precision of the attention map itself: every query token with a surface is matched to its argmax key token.
+
+    ``logits [L, L]`` over square token grids (query rows, key columns), ``points_* [3, H, W]`` world pointmaps
+    sampled at the token centres. Unlike :func:`correspondence_precision` there is no descriptor distance to rank
+    matches by, so all valid queries count: this reads what the layer attends to (or, for the CAMEO head's
+    logits, what the loss supervises) rather than how well its descriptors match.
+    """
+    side = round(logits.shape[-1] ** 0.5)
+    if side * side != logits.shape[-1] or logits.shape[0] != logits.shape[1]:
+        raise ValueError(f"logits {tuple(logits.shape)} are not [L, L] over a square token grid")
+    pq, pk = _grid_points(points_query, side), _grid_points(points_key, side)
+    valid = torch.isfinite(pq).all(-1)
+    if not valid.any():
+        return PairPrecision(float("nan"), 0)
+    dist = (pq[valid] - pk[logits[valid].argmax(-1)]).norm(dim=-1)
+    correct = torch.nan_to_num(dist, nan=float("inf")) < threshold
+    return PairPrecision(correct.float().mean().item(), int(valid.sum()))
+
+
 def scale_relative_threshold(points: torch.Tensor, c2w: torch.Tensor, fraction: float) -> float:
     """``fraction`` x the median camera distance of the valid points of ``[3, H, W]`` (for unit-free scenes)."""
     flat = points.reshape(3, -1).T
@@ -124,29 +145,34 @@ class ViewTokens:
         """Descriptor grids ``[heads*d, h, w]`` of the query view (q) and the key view (k)."""
         return head_descriptors(self.q_query, self.token_hw), head_descriptors(self.k_key, self.token_hw)
 
+    def logits(self) -> torch.Tensor:
+        """Per-head pre-softmax logits ``[heads, L, L]`` of query tokens over the key view's tokens."""
+        return self.q_query.float() @ self.k_key.float().transpose(-1, -2) * self.scale
+
     def cross_attention(self) -> torch.Tensor:
         """Cross-view attention ``[L, L]`` of query tokens over the key view's tokens (softmax per head, mean)."""
-        logits = self.q_query.float() @ self.k_key.float().transpose(-1, -2) * self.scale
-        return logits.softmax(dim=-1).mean(0)
+        return self.logits().softmax(dim=-1).mean(0)
 
 
 def probe_pair(model, codec, query_image: torch.Tensor, key_image: torch.Tensor,
-               layers: list[str]) -> dict[str, ViewTokens]:
-    """Capture q (query view) and k (key view) of ``layers`` in one noise-free forward without camera conditioning.
+               layers: list[str], plucker: torch.Tensor | None = None) -> dict[str, ViewTokens]:
+    """Capture q (query view) and k (key view) of ``layers`` in one noise-free forward.
 
     Images ``[3, H, W]`` in [0, 1]; the key view is the reference (view 0, clean), the query view the target (view 1).
-    Both are seen at timestep 0, so no noise is injected. ``model`` follows the MultiViewUNet contract and offers
-    ``attention_control(capture=...)``.
+    Both are seen at timestep 0, so no noise is injected. Without ``plucker`` the camera conditioning is dropped
+    (the paper's protocol); ``plucker [2, 6, H, W]`` (key view first, normalised rays) keeps it, as in generation.
+    ``model`` follows the MultiViewUNet contract and offers ``attention_control(capture=...)``.
     """
     device = next(model.parameters()).device
     h_img, w_img = query_image.shape[-2:]
+    rays = torch.zeros(1, 2, 6, h_img, w_img) if plucker is None else plucker[None]
+    drop = torch.tensor([True], device=device) if plucker is None else None
     with torch.no_grad():
         latents = codec.encode(torch.stack([key_image, query_image]).to(device))[None]
         h, w = latents.shape[-2:]
         with model.attention_control(capture=layers) as control:
-            model(latents, torch.zeros(1, 2, dtype=torch.long, device=device),
-                  torch.zeros(1, 2, 6, h_img, w_img, device=device),
-                  torch.tensor([[True, False]], device=device), torch.tensor([True], device=device))
+            model(latents, torch.zeros(1, 2, dtype=torch.long, device=device), rays.to(device),
+                  torch.tensor([[True, False]], device=device), drop)
     out = {}
     for name in layers:
         cap = control.store[name]

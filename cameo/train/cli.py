@@ -3,7 +3,7 @@
 Examples:
   cameo-train --config demo-cpu                         # autoencoder first if missing, then the diffusion model
   cameo-train autoencoder --config demo-cpu             # only the codec stage
-  cameo-train --config bench-cameo --optim.max-steps 200 --output-dir runs/try
+  cameo-train --config bench-baseline --optim.max-steps 200 --output-dir runs/try
   cameo-train --config demo-cpu --resume                # continue from the newest complete checkpoint
   cameo-train export --config demo-cpu --out assets/model --half   # export the newest checkpoint (fp16 weights)
   accelerate launch --num_processes 2 -m cameo.train.cli --config sd21-re10k --model.pretrained /models/sd21
@@ -16,7 +16,7 @@ import sys
 
 import tyro
 
-from cameo.train.config import ConfigError, TrainConfig, load_config
+from cameo.train.config import ConfigError, TrainConfig, load_config, shipped_configs
 
 
 STAGES = ("train", "autoencoder", "export")
@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         "export copies the newest complete checkpoint of the run into a standalone model folder.",
         epilog="Every other option overrides a config field, e.g. --optim.lr 1e-4 --cameo.no-enabled "
         "--data.path DIR. `cameo-train --config NAME --help` lists them all with the config's values. "
-        "Shipped configs: demo-cpu, bench-baseline, bench-cameo, sd21-re10k, sd21-co3d (or a YAML path).",
+        f"Shipped configs: {', '.join(shipped_configs())} (or a YAML path).",
         usage="cameo-train [train|autoencoder|export] --config CONFIG [--resume] [--out DIR] [--half] "
         "[--section.field VALUE ...]",
         add_help=False,

@@ -168,6 +168,11 @@ class ConfigError(ValueError):
     """A config file or override names an unknown field or holds a value of the wrong type."""
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped in ``configs/``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
 def resolve_config_path(name_or_path: str) -> Path:
     """A shipped config name (``demo-cpu``) or a path to a YAML file -> an existing path."""
     path = Path(name_or_path)
@@ -176,8 +181,8 @@ def resolve_config_path(name_or_path: str) -> Path:
     shipped = CONFIG_DIR / f"{name_or_path}.yaml"
     if shipped.is_file():
         return shipped
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigError(f"config {name_or_path!r} is neither a YAML file nor a shipped config (shipped: {names})")
+    raise ConfigError(f"config {name_or_path!r} is neither a YAML file nor a shipped config "
+                      f"(shipped: {shipped_configs()})")
 
 
 def load_config(name_or_path: str) -> TrainConfig:
