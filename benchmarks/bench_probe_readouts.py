@@ -2,8 +2,9 @@
 camera conditioning dropped (the paper's probe protocol) and kept (as in generation).
 
 Readouts (cameo.eval.nvs.probe_scenes): q/k descriptors matched by cosine (Probe3D, Lowe-ranked top-1000), the
-argmax of the head-averaged attention (what the layer attends to), and the argmax of the CAMEO head's logits (what
-the loss supervises; only on the CAMEO layer of arms trained with it). Held-out scenes: half objects, half rooms.
+argmax of the head-averaged attention (what the layer attends to), its argmin (high when the logits are
+anti-aligned with correspondence), and the argmax of the CAMEO head's logits (what the loss supervises; only on the
+CAMEO layer of arms trained with it). Held-out scenes: half objects, half rooms.
 
     python benchmarks/bench_probe_readouts.py --step 2500
 """
@@ -26,7 +27,7 @@ from cameo.train.config import load_config
 
 ARMS = {"CAMEO": "demo-cpu", "baseline": "bench-baseline", "CAMEO mean head": "bench-cameo-mean-head"}
 READOUTS = {"precision": "q/k descriptors", "attention_precision": "attention argmax",
-            "head_precision": "CAMEO head argmax"}
+            "inverted_precision": "attention argmin", "head_precision": "CAMEO head argmax"}
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def test_cli_probe_writes_precision_and_pictures(tmp_path):
                  "--cameras", "--out", str(tmp_path / "probe")]) == 0
     rows = _rows(tmp_path / "probe" / "per_pair.csv")
     assert len(rows) == 3 and {r["layer"] for r in rows} == {"up_blocks.2.attentions.0.transformer_blocks.0.attn1"}
-    for key in ("precision", "attention_precision", "head_precision"):  # layer 10 is the CAMEO layer: all three
+    for key in ("precision", "attention_precision", "inverted_precision", "head_precision"):  # layer 10 is the CAMEO layer: all three
         assert all(0.0 <= float(r[key]) <= 1.0 for r in rows)
     assert "Cameras on" in (tmp_path / "probe" / "summary.md").read_text()
     assert len(list((tmp_path / "probe").glob("attention_*.png"))) == 1

@@ -37,7 +37,10 @@ def query_lattice(valid: torch.Tensor, count: int = 6) -> torch.Tensor:
 def draw_attention(query_image: torch.Tensor, key_image: torch.Tensor, query_uv: torch.Tensor,
                    key_uv: torch.Tensor, scale: int = 4, title: str = "") -> Image.Image:
     """Target (left) and reference (right) enlarged ``scale`` times, matching points in matching colours."""
-    to_pil = lambda x: Image.fromarray((x.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8))
+
+    def to_pil(x: torch.Tensor) -> Image.Image:
+        return Image.fromarray((x.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8))
+
     left, right = to_pil(query_image), to_pil(key_image)
     w, h = left.size
     canvas = Image.new("RGB", (2 * w * scale + scale * 2, h * scale + 14), "white")

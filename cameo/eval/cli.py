@@ -115,7 +115,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         rows, pictures = probe_scenes(model, codec, _scenes(args, image_size), layers, args.threshold, args.threshold_rel,
                                       args.grid, args.top_k, pictures=args.pictures, cameras=args.cameras)
         write_csv(rows, out / "per_pair.csv")
-        readouts = ("precision", "attention_precision", "head_precision")
+        readouts = ("precision", "attention_precision", "inverted_precision", "head_precision")
         per_layer = summarize(rows, ("layer",), readouts)
         per_bin = summarize(rows, ("layer", "rotation_bin"), readouts)
         write_csv(per_layer, out / "per_layer.csv")
@@ -125,7 +125,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
         (out / "summary.md").write_text(
             f"# Correspondence precision (Probe3D protocol, top-{args.top_k}, correct if 3D distance < {rule})\n\n"
             f"Cameras {'on' if args.cameras else 'dropped (paper protocol)'}. precision: q/k descriptors, Lowe-ranked "
-            f"top-{args.top_k}; attention_precision: argmax of the head-averaged attention, every valid query; "
+            f"top-{args.top_k}; attention_precision / inverted_precision: argmax / argmin of the head-averaged "
+            f"attention logits, every valid query; "
             f"head_precision: argmax of the CAMEO head's logits (supervised layer only).\n\n"
             + markdown_table(per_layer) + "\n## Per rotation bin\n\n" + markdown_table(per_bin))
         bar_chart([r["layer"].replace(".transformer_blocks.0.attn1", "") for r in per_layer],

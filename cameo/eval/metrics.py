@@ -22,8 +22,7 @@ def _as_batch(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, t
     if pred.shape != target.shape or pred.ndim < 3 or pred.shape[-3] != 3:
         raise ValueError(f"metrics expect equal [..., 3, H, W] images, got {tuple(pred.shape)} and "
                          f"{tuple(target.shape)}")
-    flat = lambda x: x.reshape(-1, *x.shape[-3:]).float().clamp(0, 1)
-    return flat(pred), flat(target)
+    return tuple(x.reshape(-1, *x.shape[-3:]).float().clamp(0, 1) for x in (pred, target))
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, max_db: float = 100.0) -> torch.Tensor:

@@ -129,8 +129,9 @@ def probe_scenes(model, codec, scenes: Iterable[EvalScene], layers: list[str], t
     ``threshold``: absolute 3D distance (world units); None = ``threshold_rel`` x median depth of the query view.
     ``cameras``: keep the camera conditioning (the paper's protocol drops it). Returns rows (scene, pair, layer,
     rotation, bin, threshold, precision of the q/k descriptors (Probe3D), matches, ``attention_precision`` of the
-    head-averaged attention and, on the model's CAMEO layer, ``head_precision`` of the CAMEO head's logits) and up
-    to ``pictures`` attention pictures (PIL images, one per layer for the first pairs).
+    head-averaged attention's argmax, ``inverted_precision`` of its argmin (high when the logits are anti-aligned:
+    lowest on the corresponding token) and, on the model's CAMEO layer, ``head_precision`` of the CAMEO head's
+    logits) and up to ``pictures`` attention pictures (PIL images, one per layer for the first pairs).
     """
     head = getattr(model, "cameo_head", None)
     head_layer = model.resolve_layer(model.config.cameo_layer) if head is not None else None
@@ -152,7 +153,8 @@ def probe_scenes(model, codec, scenes: Iterable[EvalScene], layers: list[str], t
                 row = {"scene": scene.scene_id, "query_view": j, "key_view": 0, "layer": name,
                        "rotation_deg": angle, "rotation_bin": rotation_bin(angle), "threshold": rho,
                        "precision": res.precision, "matches": res.num_matches,
-                       "attention_precision": attention_precision(logits.mean(0), *points).precision}
+                       "attention_precision": attention_precision(logits.mean(0), *points).precision,
+                       "inverted_precision": attention_precision(-logits.mean(0), *points).precision}
                 if name == head_layer:
                     with torch.no_grad():
                         row["head_precision"] = attention_precision(head(logits[None])[0], *points).precision
