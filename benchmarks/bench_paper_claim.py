@@ -148,20 +148,22 @@ def main() -> None:
 
 
 def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int], args, seconds: float) -> None:
-    """summary.md, results.json and the curves; ``steps``: those both main arms reached (ablations where present)."""
+    """summary.md, results.json and the curves. Tables and curves show every scored snapshot; the step ratio and
+    the example pictures use ``steps``, those both main arms reached."""
     keys = [f"{s} {m}" for s in SETTINGS for m in ("psnr", "ssim", "lpips", "loss")]
     keys += ["precision", "attention precision", "head precision"]
+    every = sorted({step for scores in results.values() for step in scores})
     rows = [{"arm": arm, "step": step, **{k: results[arm][step].get(k, "-") for k in keys}}
-            for step in steps for arm in results if step in results[arm]]
+            for step in every for arm in results if step in results[arm]]
 
-    def curve(arm: str, key: str, sign: float = 1.0) -> list[tuple[int, float]]:
-        return [(s, sign * results[arm][s][key]) for s in steps if s in results[arm] and key in results[arm][s]]
+    def curve(arm: str, key: str, sign: float = 1.0, only: list[int] = every) -> list[tuple[int, float]]:
+        return [(s, sign * results[arm][s][key]) for s in only if s in results[arm] and key in results[arm][s]]
 
     ratios = []
     for setting in SETTINGS:
         for measure, sign in (("PSNR", 1.0), ("loss", -1.0)):  # step_ratio wants higher = better
             key = f"{setting} {measure.lower()}"
-            needed, ratio = step_ratio(curve("baseline", key, sign), curve("CAMEO", key, sign))
+            needed, ratio = step_ratio(curve("baseline", key, sign, steps), curve("CAMEO", key, sign, steps))
             ratios.append({"setting": setting, "measure": measure, "baseline final step": steps[-1],
                            "baseline final value": f"{results['baseline'][steps[-1]][key]:.{2 if sign > 0 else 3}f}",
                            "CAMEO steps to reach it": "not reached" if math.isnan(needed) else round(needed),
