@@ -148,8 +148,8 @@ def main() -> None:
 
 
 def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int], args, seconds: float) -> None:
-    """summary.md, results.json and the curves. Tables and curves show every scored snapshot; the step ratio and
-    the example pictures use ``steps``, those both main arms reached."""
+    """summary.md, results.json, the curves and example pictures. Tables and curves show every scored snapshot; the
+    step ratio uses ``steps``, those both main arms reached."""
     keys = [f"{s} {m}" for s in SETTINGS for m in ("psnr", "ssim", "lpips", "loss")]
     keys += ["precision", "attention precision", "head precision"]
     every = sorted({step for scores in results.values() for step in scores})
@@ -176,14 +176,17 @@ def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int
     line_chart({f"{arm}: {name}": curve(arm, key) for arm in results
                 for key, name in (("precision", "q/k"), ("head precision", "head")) if curve(arm, key)},
                "layer-10 correspondence precision", "training step", "precision").save(out / "precision.png")
-    for arm, config in ARMS.items():  # 2-to-2 generations of the last common step
-        shutil.copyfile(cache_path(out, config, steps[-1], args).with_suffix(".png"), out / f"examples_{arm}.png")
+    last = {arm: max(results[arm]) for arm in ARMS}
+    for arm, config in ARMS.items():  # 2-to-2 generations of each main arm's last snapshot
+        shutil.copyfile(cache_path(out, config, last[arm], args).with_suffix(".png"), out / f"examples_{arm}.png")
     header = (f"# CAMEO vs baseline (demo-cpu scale)\n\n{args.scenes} held-out procedural scenes (half objects, half "
               f"rooms), {args.ddim_steps} DDIM steps, CFG {args.cfg}; PSNR/SSIM/LPIPS-VGG of the generated target "
               f"views; loss: the training objective on the held-out targets at 10 fixed noise levels with fixed "
               f"noise. Layer-10 correspondence precision (cameras dropped, threshold {args.precision_threshold:.1%} of "
               f"the median depth): precision = q/k descriptors, Probe3D protocol; attention precision = argmax of the "
               f"head-averaged attention; head precision = argmax of the CAMEO head's logits (chance is about 0.01).\n"
+              f"Example pictures (2-to-2; references | ground truth | generated): "
+              f"{', '.join(f'examples_{arm}.png at step {step}' for arm, step in last.items())}.\n"
               f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}; this script ran {seconds / 60:.1f} "
               f"min.\n\n")
     text = (header + markdown_table(rows, 3) + "\n## Steps to the baseline's final PSNR and loss\n\n"

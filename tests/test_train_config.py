@@ -29,8 +29,9 @@ def test_train_benchmark_baseline_is_demo_cpu_without_cameo():
     assert autoencoder_dir(base) == autoencoder_dir(cameo)  # one shared codec
     same = dataclasses.replace(cameo, name=base.name, output_dir=base.output_dir,
                                model=dataclasses.replace(cameo.model, codec_path=base.model.codec_path),
+                               optim=dataclasses.replace(cameo.optim, max_steps=base.optim.max_steps),
                                cameo=dataclasses.replace(cameo.cameo, enabled=False))
-    assert same == base
+    assert same == base  # max_steps: how far each arm was trained (the benchmark passes its own --max-steps)
 
 
 def test_train_mean_head_ablation_is_demo_cpu_with_a_mean_head():
@@ -38,6 +39,7 @@ def test_train_mean_head_ablation_is_demo_cpu_with_a_mean_head():
     assert ablation.cameo.head == "mean" and cameo.cameo.head == "mlp"
     same = dataclasses.replace(cameo, name=ablation.name, output_dir=ablation.output_dir,
                                model=dataclasses.replace(cameo.model, codec_path=ablation.model.codec_path),
+                               optim=dataclasses.replace(cameo.optim, max_steps=ablation.optim.max_steps),
                                cameo=dataclasses.replace(cameo.cameo, head="mean"))
     assert same == ablation
 
