@@ -173,8 +173,8 @@ def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int
             out / f"psnr_{setting}.png")
     line_chart({arm: curve(arm, "2-to-2 loss") for arm in results}, "held-out 2-to-2 denoising loss (fixed noise)",
                "training step", "loss").save(out / "loss.png")
-    line_chart({f"{arm}: {name}": curve(arm, key) for arm in results
-                for key, name in (("precision", "q/k"), ("head precision", "head")) if curve(arm, key)},
+    series = {f"{arm}: q/k": curve(arm, "precision") for arm in results} | {"CAMEO: head": curve("CAMEO", "head precision")}
+    line_chart(series,
                "layer-10 correspondence precision", "training step", "precision").save(out / "precision.png")
     last = {arm: max(results[arm]) for arm in ARMS}
     for arm, config in ARMS.items():  # 2-to-2 generations of each main arm's last snapshot
