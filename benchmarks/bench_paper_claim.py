@@ -125,6 +125,7 @@ def main() -> None:
     scenes = list(procedural_scenes(half, "object", size)) + list(procedural_scenes(args.scenes - half, "room", size))
     metrics = ImageMetrics()
     results: dict[str, dict[int, dict]] = {}
+    scored = 0
     for arm, config in (ARMS | ABLATIONS).items():
         results[arm] = {}
         for step, folder in snapshots(config).items():
@@ -136,6 +137,7 @@ def main() -> None:
                 picture.save(cache.with_suffix(".png"))
                 write_json_atomic(cache, scores)
                 print(f"scored {arm} step {step} in {time.perf_counter() - t:.0f} s", flush=True)
+                scored += 1
             scores = json.loads(cache.read_text())
             if EXTRA_KEYS - scores.keys():  # cached before these columns existed: add them
                 scores |= score_internals(folder, scenes, args.precision_threshold)
@@ -144,10 +146,11 @@ def main() -> None:
     common = sorted(set(results["CAMEO"]) & set(results["baseline"]))
     if not common:
         raise SystemExit("no snapshot step exists in both arms yet; train them first (--train)")
-    write_report(out, results, common, args, time.perf_counter() - start)
+    run = f"this run scored {scored} new snapshots in {(time.perf_counter() - start) / 60:.1f} min (the rest cached)"
+    write_report(out, results, common, args, run)
 
 
-def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int], args, seconds: float) -> None:
+def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int], args, run: str) -> None:
     """summary.md, results.json, the curves and example pictures. Tables and curves show every scored snapshot; the
     step ratio uses ``steps``, those both main arms reached."""
     keys = [f"{s} {m}" for s in SETTINGS for m in ("psnr", "ssim", "lpips", "loss")]
@@ -187,8 +190,7 @@ def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int
               f"head-averaged attention; head precision = argmax of the CAMEO head's logits (chance is about 0.01).\n"
               f"Example pictures (2-to-2; references | ground truth | generated): "
               f"{', '.join(f'examples_{arm}.png at step {step}' for arm, step in last.items())}.\n"
-              f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}; this script ran {seconds / 60:.1f} "
-              f"min.\n\n")
+              f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}; {run}.\n\n")
     text = (header + markdown_table(rows, 3) + "\n## Steps to the baseline's final PSNR and loss\n\n"
             + markdown_table(ratios, 2))
     write_text_atomic(out / "summary.md", text)
