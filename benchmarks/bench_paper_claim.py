@@ -34,9 +34,9 @@ import torch
 from cameo.atomic import write_json_atomic, write_text_atomic
 from cameo.eval.curves import step_ratio
 from cameo.eval.metrics import ImageMetrics
-from cameo.eval.nvs import SETTINGS, evaluate_nvs, heldout_denoising_loss, probe_scenes, procedural_scenes
+from cameo.eval.nvs import SETTINGS, evaluate_nvs, heldout_denoising_loss, mixed_procedural_scenes, probe_scenes
 from cameo.eval.report import line_chart, markdown_table, picture_grid, summarize
-from cameo.pretrained import load_pretrained
+from cameo.pretrained import Pretrained, load_pretrained
 from cameo.train.config import load_config
 
 ARMS = {"CAMEO": "demo-cpu", "baseline": "bench-baseline"}
@@ -80,14 +80,13 @@ def score_snapshot(folder: Path, scenes: list, metrics: ImageMetrics, ddim_steps
     result: dict = {}
     for row in summarize(nvs.rows, ("setting",), ("psnr", "ssim", "lpips")):
         result |= {f"{row['setting']} {k}": row[k] for k in ("psnr", "ssim", "lpips")}
-    return result | score_internals(folder, scenes, threshold_rel), picture_grid(nvs.examples["2-to-2"])
+    return result | score_internals(loaded, scenes, threshold_rel), picture_grid(nvs.examples["2-to-2"])
 
 
-def score_internals(folder: Path, scenes: list, threshold_rel: float) -> dict[str, float]:
+def score_internals(loaded: Pretrained, scenes: list, threshold_rel: float) -> dict[str, float]:
     """Held-out denoising loss per setting, and the CAMEO layer's correspondence precision read three ways (cameras
     dropped, as in the paper): q/k descriptors (Probe3D), the head-averaged attention's argmax, and the argmax of
     the CAMEO head's logits (what the loss supervises; absent without CAMEO)."""
-    loaded = load_pretrained(folder, "cpu")
     result = heldout_denoising_loss(loaded.model, loaded.codec, scenes, loaded.schedule)
     layer = loaded.model.resolve_layer(int(loaded.config.cameo.layer))
     rows, _ = probe_scenes(loaded.model, loaded.codec, scenes, [layer], None, threshold_rel, grid=64)
@@ -121,8 +120,7 @@ def main() -> None:
     out = Path(args.out)
     (out / "cache").mkdir(parents=True, exist_ok=True)
     size = load_config("demo-cpu").data.resolution
-    half = args.scenes // 2
-    scenes = list(procedural_scenes(half, "object", size)) + list(procedural_scenes(args.scenes - half, "room", size))
+    scenes = mixed_procedural_scenes(args.scenes, size)
     metrics = ImageMetrics()
     results: dict[str, dict[int, dict]] = {}
     scored = 0
@@ -140,7 +138,7 @@ def main() -> None:
                 scored += 1
             scores = json.loads(cache.read_text())
             if EXTRA_KEYS - scores.keys():  # cached before these columns existed: add them
-                scores |= score_internals(folder, scenes, args.precision_threshold)
+                scores |= score_internals(load_pretrained(folder, "cpu"), scenes, args.precision_threshold)
                 write_json_atomic(cache, scores)
             results[arm][step] = scores
     common = sorted(set(results["CAMEO"]) & set(results["baseline"]))

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from cameo.atomic import write_text_atomic
-from cameo.eval.nvs import probe_scenes, procedural_scenes
+from cameo.eval.nvs import mixed_procedural_scenes, probe_scenes
 from cameo.eval.report import markdown_table, summarize
 from cameo.pretrained import load_pretrained
 from cameo.train.config import load_config
@@ -42,8 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     size = load_config("demo-cpu").data.resolution
-    half = args.scenes // 2
-    scenes = list(procedural_scenes(half, "object", size)) + list(procedural_scenes(args.scenes - half, "room", size))
+    scenes = mixed_procedural_scenes(args.scenes, size)
     rows = []
     for arm, config in ARMS.items():
         folder = Path(load_config(config).output_dir) / "snapshots" / f"step-{args.step:07d}"

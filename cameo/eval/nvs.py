@@ -52,6 +52,12 @@ def procedural_scenes(count: int, kind: str = "object", resolution: int = 64, se
                         unproject_depth(depth, K, c2w).permute(0, 3, 1, 2))
 
 
+def mixed_procedural_scenes(count: int, resolution: int = 64) -> list[EvalScene]:
+    """``count`` held-out scenes, half object-centric then half rooms (the benchmark's evaluation set)."""
+    half = count // 2
+    return list(procedural_scenes(half, "object", resolution)) + list(procedural_scenes(count - half, "room", resolution))
+
+
 @dataclass
 class NVSResult:
     """Per-view metric rows and, per setting, (references, ground truth, generated) image triples for pictures."""
@@ -150,11 +156,12 @@ def probe_scenes(model, codec, scenes: Iterable[EvalScene], layers: list[str], t
                 dq, dk = tok.descriptors()
                 res = correspondence_precision(dq, dk, scene.pointmaps[j], scene.pointmaps[0], rho, grid, top_k)
                 logits = tok.logits()
+                averaged = logits.mean(0)
                 row = {"scene": scene.scene_id, "query_view": j, "key_view": 0, "layer": name,
                        "rotation_deg": angle, "rotation_bin": rotation_bin(angle), "threshold": rho,
                        "precision": res.precision, "matches": res.num_matches,
-                       "attention_precision": attention_precision(logits.mean(0), *points).precision,
-                       "inverted_precision": attention_precision(-logits.mean(0), *points).precision}
+                       "attention_precision": attention_precision(averaged, *points).precision,
+                       "inverted_precision": attention_precision(-averaged, *points).precision}
                 if name == head_layer:
                     with torch.no_grad():
                         row["head_precision"] = attention_precision(head(logits[None])[0], *points).precision
