@@ -1,8 +1,8 @@
 """The paper's main claim at CPU scale: CAMEO (layer 10, lambda 0.02, tau 1.5, MLP head) reaches the baseline's
 quality in fewer training steps (paper: 2x fewer, Table 1 / Fig. 5c).
 
-Arms: ``demo-cpu`` (CAMEO; it is also the bundled model) and ``bench-baseline`` (the same run with the CAMEO loss
-off: same data, seed, model, schedule and autoencoder). Both runs export a model snapshot every 500 steps; this
+Arms: ``bench-cameo`` (CAMEO; the bundled model until the pixel-space ``demo-cpu`` replaced it) and
+``bench-baseline`` (the same run with the CAMEO loss off: same data, seed, model, schedule and autoencoder). Both runs export a model snapshot every 500 steps; this
 script scores every snapshot of both arms on held-out procedural scenes (half objects, half rooms, never in the
 training data): PSNR / SSIM / LPIPS-VGG of generated views in 1-to-3 and 2-to-2, the held-out denoising loss (the
 training objective at fixed noise levels and noise: the low-variance curve) and the correspondence precision of the
@@ -39,7 +39,7 @@ from cameo.eval.report import line_chart, markdown_table, picture_grid, summariz
 from cameo.pretrained import Pretrained, load_pretrained
 from cameo.train.config import load_config
 
-ARMS = {"CAMEO": "demo-cpu", "baseline": "bench-baseline"}
+ARMS = {"CAMEO": "bench-cameo", "baseline": "bench-baseline"}
 ABLATIONS = {"CAMEO mean head": "bench-cameo-mean-head"}
 """Extra arms, scored and plotted where their snapshots exist (trained with ``--train --ablations``)."""
 EXTRA_KEYS = {f"{setting} loss" for setting in SETTINGS} | {"attention precision"}
@@ -50,8 +50,8 @@ def train_arms(configs: list[str], max_steps: int, threads: int) -> None:
     """Train the shared autoencoder, then the arms side by side (``threads`` each), resuming where they stopped."""
     env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     cli = [sys.executable, "-m", "cameo.train"]
-    if not (Path(load_config("demo-cpu").output_dir) / "autoencoder" / "config.json").is_file():
-        subprocess.run(cli + ["autoencoder", "--config", "demo-cpu"], check=True)
+    if not (Path(load_config(ARMS["CAMEO"]).output_dir) / "autoencoder" / "config.json").is_file():
+        subprocess.run(cli + ["autoencoder", "--config", ARMS["CAMEO"]], check=True)
     runs = [subprocess.Popen(cli + ["--config", config, "--resume", "--optim.max-steps", str(max_steps)], env=env,
                              stdout=subprocess.DEVNULL, stderr=open(f"{load_config(config).output_dir}.log", "a"))
             for config in configs]
@@ -119,7 +119,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     (out / "cache").mkdir(parents=True, exist_ok=True)
-    size = load_config("demo-cpu").data.resolution
+    size = load_config(ARMS["CAMEO"]).data.resolution
     scenes = mixed_procedural_scenes(args.scenes, size)
     metrics = ImageMetrics()
     results: dict[str, dict[int, dict]] = {}
@@ -180,7 +180,7 @@ def write_report(out: Path, results: dict[str, dict[int, dict]], steps: list[int
     last = {arm: max(results[arm]) for arm in ARMS}
     for arm, config in ARMS.items():  # 2-to-2 generations of each main arm's last snapshot
         shutil.copyfile(cache_path(out, config, last[arm], args).with_suffix(".png"), out / f"examples_{arm}.png")
-    header = (f"# CAMEO vs baseline (demo-cpu scale)\n\n{args.scenes} held-out procedural scenes (half objects, half "
+    header = (f"# CAMEO vs baseline (demo-cpu preset scale)\n\n{args.scenes} held-out procedural scenes (half objects, half "
               f"rooms), {args.ddim_steps} DDIM steps, CFG {args.cfg}; PSNR/SSIM/LPIPS-VGG of the generated target "
               f"views; loss: the training objective on the held-out targets at 10 fixed noise levels with fixed "
               f"noise. Layer-10 correspondence precision (cameras dropped, threshold {args.precision_threshold:.1%} of "

@@ -25,7 +25,7 @@ from cameo.eval.report import markdown_table, summarize
 from cameo.pretrained import load_pretrained
 from cameo.train.config import load_config
 
-ARMS = {"CAMEO": "demo-cpu", "baseline": "bench-baseline", "CAMEO mean head": "bench-cameo-mean-head"}
+ARMS = {"CAMEO": "bench-cameo", "baseline": "bench-baseline", "CAMEO mean head": "bench-cameo-mean-head"}
 READOUTS = {"precision": "q/k descriptors", "attention_precision": "attention argmax",
             "inverted_precision": "attention argmin", "head_precision": "CAMEO head argmax"}
 
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    size = load_config("demo-cpu").data.resolution
+    size = load_config(ARMS["CAMEO"]).data.resolution
     scenes = mixed_procedural_scenes(args.scenes, size)
     rows = []
     for arm, config in ARMS.items():

@@ -40,13 +40,14 @@ from recon.splats import render
 
 
 def random_demo_model(folder: Path) -> Path:
-    """Untrained demo-cpu UNet + small autoencoder with the shipped demo-cpu training config (64 px, F = 4)."""
+    """Untrained UNet of the shipped demo-cpu training config (64 px, F = 4), with an untrained small autoencoder
+    when its preset denoises latents."""
     torch.manual_seed(0)
     cfg = load_config("demo-cpu")
     spec = get_spec(cfg.model.preset)
     model = build_model(spec)
     return save_model_folder(folder, model, default_training_schedule(model.config.prediction_type), cfg,
-                             vae=small_autoencoder(spec))
+                             vae=small_autoencoder(spec) if spec.codec == "autoencoder-kl" else None)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler
 
 from cameo.atomic import atomic_dir
-from cameo.model import AutoencoderCodec, IdentityCodec, LatentCodec, MultiViewUNet
+from cameo.model import AutoencoderCodec, PixelCodec, LatentCodec, MultiViewUNet
 from cameo.train.config import ConfigError, TrainConfig, dump_config, load_config
 
 CODEC_FOLDERS = ("vae", "autoencoder")  # contract name first; the second is what cameo-train's export writes
@@ -98,7 +98,7 @@ def load_pretrained(path: str | os.PathLike[str] | None = None, device: str | to
     card = folder / "model_card.md"
     return Pretrained(
         model=model,
-        codec=_load_codec(folder, model.config.codec, dev),
+        codec=_load_codec(folder, model, dev),
         schedule=schedule,
         image_size=int(config.data.resolution),
         frames_per_group=int(config.data.num_views),
@@ -109,10 +109,12 @@ def load_pretrained(path: str | os.PathLike[str] | None = None, device: str | to
     )
 
 
-def _load_codec(folder: Path, kind: str, device: torch.device) -> LatentCodec:
-    """Pixel space for ``identity`` models, else the folder's frozen ``AutoencoderKL``."""
-    if kind == "identity":
-        return IdentityCodec()
+def _load_codec(folder: Path, model: MultiViewUNet, device: torch.device) -> LatentCodec:
+    """Pixel space (folded by the model's image / sample size ratio) for ``pixel`` models, else the folder's frozen
+    ``AutoencoderKL``."""
+    kind = model.config.codec
+    if kind == "pixel":
+        return PixelCodec(model.config.image_size // model.unet.config.sample_size)
     for name in CODEC_FOLDERS:
         if (folder / name / "config.json").is_file():
             vae = AutoencoderKL.from_pretrained(str(folder / name), local_files_only=True, torch_dtype=torch.float32)

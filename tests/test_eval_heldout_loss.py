@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cameo.eval.nvs import LOSS_TIMESTEPS, heldout_denoising_loss, procedural_scenes
-from cameo.model import IdentityCodec
+from cameo.model import PixelCodec
 from cameo.sampling import default_training_schedule
 
 
@@ -27,13 +27,13 @@ def test_heldout_loss_uses_fixed_noise_levels_and_is_reproducible():
     scenes = list(procedural_scenes(2, "object", resolution=16))
     schedule = default_training_schedule("v_prediction")
     model = RecordingModel(0.0)
-    first = heldout_denoising_loss(model, IdentityCodec(), scenes, schedule)
+    first = heldout_denoising_loss(model, PixelCodec(), scenes, schedule)
     assert set(first) == {"1-to-3 loss", "2-to-2 loss"} and all(v > 0 for v in first.values())
     assert len(model.calls) == 2 * len(scenes)  # one batched forward per scene and setting
     for timesteps, ref_mask in model.calls:
         refs = int(ref_mask[0].sum())
         assert refs in (1, 2) and (timesteps[ref_mask] == 0).all()
         assert torch.equal(timesteps[:, refs], torch.tensor(LOSS_TIMESTEPS))
-    assert heldout_denoising_loss(model, IdentityCodec(), scenes, schedule) == first  # same noise every call
-    other = heldout_denoising_loss(RecordingModel(-0.5), IdentityCodec(), scenes, schedule)
+    assert heldout_denoising_loss(model, PixelCodec(), scenes, schedule) == first  # same noise every call
+    other = heldout_denoising_loss(RecordingModel(-0.5), PixelCodec(), scenes, schedule)
     assert other != first  # the loss depends on the prediction

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cameo.model import AutoencoderCodec, IdentityCodec, build_model, get_spec, small_autoencoder
+from cameo.model import AutoencoderCodec, PixelCodec, build_model, get_spec, small_autoencoder
 from cameo.pretrained import ModelFolderError, default_model_dir, load_pretrained, save_model_folder
 from cameo.sampling import default_training_schedule
 from cameo.train.config import TrainConfig
@@ -29,7 +29,7 @@ def test_loads_weights_schedule_and_sizes(tiny_dir):
     assert loaded.keys() == reference.keys()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)
     assert not pre.model.training
-    assert isinstance(pre.codec, IdentityCodec)
+    assert isinstance(pre.codec, PixelCodec)
     assert (pre.image_size, pre.frames_per_group) == (MODEL_SIZE, FRAMES_PER_GROUP)
     assert pre.schedule.config.prediction_type == pre.model.config.prediction_type
     assert pre.device == torch.device("cpu")
@@ -52,6 +52,20 @@ def test_latent_model_loads_its_vae(tmp_path):
     shutil.rmtree(tmp_path / "m" / "autoencoder")
     with pytest.raises(ModelFolderError, match=r"vae missing"):
         load_pretrained(tmp_path / "m", "cpu")
+
+
+def test_folded_pixel_model_gets_its_space_to_depth_factor(tmp_path):
+    """A pixel-space model on 2x2-folded pixels (demo-cpu-pixel's codec) needs no codec folder; the factor comes
+    from the saved image and sample sizes."""
+    spec = dataclasses.replace(get_spec("tiny"), latent_channels=12, latent_downsample=2, image_size=16)
+    cfg = TrainConfig()
+    cfg.data.resolution = 16
+    save_model_folder(tmp_path / "m", build_model(spec), default_training_schedule(spec.prediction_type), cfg)
+    pre = load_pretrained(tmp_path / "m", "cpu")
+    assert isinstance(pre.codec, PixelCodec) and pre.codec.factor == 2
+    images = torch.rand(2, 3, 16, 16)
+    assert pre.codec.encode(images).shape == (2, 12, 8, 8)
+    torch.testing.assert_close(pre.codec.decode(pre.codec.encode(images)), images)
 
 
 @pytest.mark.parametrize("part", ["unet", "scheduler", "train_config.yaml"])

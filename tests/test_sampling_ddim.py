@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cameo.cameras import look_at
-from cameo.model.codec import IdentityCodec
+from cameo.model.codec import PixelCodec
 from cameo.sampling import ddim_from_training, default_training_schedule, denoise, sample_views
 
 
@@ -50,7 +50,7 @@ def test_ddim_with_exact_noise_returns_x0(prediction_type):
     images = torch.rand(3, 3, 8, 8, generator=g)  # 1 reference + 2 targets
     K, c2w = _cameras(3)
     model = OracleModel((images * 2 - 1)[None], prediction_type)
-    out = sample_views(model, IdentityCodec(), images[:1], K[:1], c2w[:1], K[1:], c2w[1:], steps=10, cfg=1.0)
+    out = sample_views(model, PixelCodec(), images[:1], K[:1], c2w[:1], K[1:], c2w[1:], steps=10, cfg=1.0)
     assert out.shape == (2, 3, 8, 8)
     assert torch.allclose(out, images[1:], atol=1e-4)
 
@@ -104,7 +104,7 @@ def test_seeds_are_deterministic():
     images = torch.rand(3, 3, 8, 8, generator=g)
     K, c2w = _cameras(3)
     model = ShrinkModel(torch.zeros(1))
-    run = lambda seed: sample_views(model, IdentityCodec(), images[:1], K[:1], c2w[:1], K[1:], c2w[1:], steps=3,
+    run = lambda seed: sample_views(model, PixelCodec(), images[:1], K[:1], c2w[:1], K[1:], c2w[1:], steps=3,
                                     cfg=2.0, seed=seed)
     assert torch.equal(run(7), run(7))
     assert not torch.equal(run(7), run(8))
@@ -119,7 +119,7 @@ def test_cameras_are_normalised_relative_to_first_reference():
     planes = []
     for poses in (c2w, moved):
         model = OracleModel(torch.zeros(1))
-        sample_views(model, IdentityCodec(), images[:1], K[:1], poses[:1], K[1:], poses[1:], steps=1, cfg=1.0)
+        sample_views(model, PixelCodec(), images[:1], K[:1], poses[:1], K[1:], poses[1:], steps=1, cfg=1.0)
         planes.append(model.calls[0]["plucker"])
     assert torch.allclose(planes[0], planes[1], atol=1e-5)
     assert planes[0][0, 0, 3:].abs().max() < 1e-6  # the reference camera sits at the origin: zero moment

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cameo.cameras import look_at
-from cameo.model.codec import IdentityCodec
+from cameo.model.codec import PixelCodec
 from cameo.sampling import generate_trajectory
 
 
@@ -43,7 +43,7 @@ PLAN = NS(input_indices=(0, 1), passes=[
 def _run(model, plan=PLAN, **kw):
     K, c2w = _views(8)
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    return generate_trajectory(model, IdentityCodec(), images, K, c2w, plan,
+    return generate_trajectory(model, PixelCodec(), images, K, c2w, plan,
                                steps=kw.pop("steps", 2), cfg=kw.pop("cfg", 2.0), seed=3, show_progress=False, **kw)
 
 
@@ -64,7 +64,7 @@ def test_trajectory_conditions_on_generated_anchors():
     # the inputs reappear clean; the generated anchors 3 and 6 are reused as clean conditioning
     assert torch.equal(second[0, 0], anchors[0, 0]) and torch.equal(second[1, 1], anchors[0, 1])
     for seen, path_index in ((second[0, 1], 3), (second[1, 0], 6)):
-        assert torch.allclose(IdentityCodec().decode(seen), out[path_index], atol=1e-6)
+        assert torch.allclose(PixelCodec().decode(seen), out[path_index], atol=1e-6)
     assert not torch.equal(second[0, 1], anchors[0, 2])  # no longer the initial noise: denoised in pass 1
 
 
@@ -93,6 +93,6 @@ def test_trajectory_with_the_two_pass_anchor_plan():
     plan = plan_generation(12, input_indices=(0, 11), frames_per_group=4, c2w=c2w)
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     model = CountingModel()
-    out = generate_trajectory(model, IdentityCodec(), images, K, c2w, plan, steps=1, cfg=1.0, show_progress=False)
+    out = generate_trajectory(model, PixelCodec(), images, K, c2w, plan, steps=1, cfg=1.0, show_progress=False)
     assert torch.equal(out[[0, 11]], images)  # inputs returned as given
     assert sum(int((~call["ref_mask"]).sum()) for call in model.calls) == 10  # each target generated once

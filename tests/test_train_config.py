@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
-SHIPPED = ["demo-cpu", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
+SHIPPED = ["demo-cpu", "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -21,10 +22,10 @@ def test_train_shipped_configs_load_and_round_trip(name, tmp_path):
     assert load_config(str(path)) == cfg
 
 
-def test_train_benchmark_baseline_is_demo_cpu_without_cameo():
+def test_train_benchmark_baseline_is_the_cameo_arm_without_cameo():
     from cameo.train.build import autoencoder_dir
 
-    base, cameo = load_config("bench-baseline"), load_config("demo-cpu")
+    base, cameo = load_config("bench-baseline"), load_config("bench-cameo")
     assert not base.cameo.enabled and cameo.cameo.enabled
     assert autoencoder_dir(base) == autoencoder_dir(cameo)  # one shared codec
     same = dataclasses.replace(cameo, name=base.name, output_dir=base.output_dir,
@@ -34,14 +35,30 @@ def test_train_benchmark_baseline_is_demo_cpu_without_cameo():
     assert same == base  # max_steps: how far each arm was trained (the benchmark passes its own --max-steps)
 
 
-def test_train_mean_head_ablation_is_demo_cpu_with_a_mean_head():
-    ablation, cameo = load_config("bench-cameo-mean-head"), load_config("demo-cpu")
+def test_train_mean_head_ablation_is_the_cameo_arm_with_a_mean_head():
+    ablation, cameo = load_config("bench-cameo-mean-head"), load_config("bench-cameo")
     assert ablation.cameo.head == "mean" and cameo.cameo.head == "mlp"
     same = dataclasses.replace(cameo, name=ablation.name, output_dir=ablation.output_dir,
                                model=dataclasses.replace(cameo.model, codec_path=ablation.model.codec_path),
                                optim=dataclasses.replace(cameo.optim, max_steps=ablation.optim.max_steps),
                                cameo=dataclasses.replace(cameo.cameo, head="mean"))
     assert same == ablation
+
+
+def test_train_demo_config_is_the_paper_cameo_on_lossless_pixels():
+    """The bundled model's config: CAMEO at the paper's layer / lambda / tau on the demo-cpu UNet in x2
+    space-to-depth pixel space (no autoencoder stage), with the head averaging the attention heads."""
+    from cameo.model import get_spec
+    from cameo.train.build import autoencoder_dir, load_frozen_codec
+
+    demo, arm = load_config("demo-cpu"), load_config("bench-cameo")
+    assert demo.cameo.enabled and (demo.cameo.layer, demo.cameo.weight, demo.cameo.tau) == ("10", 0.02, 1.5)
+    assert demo.cameo.head == "mean" and autoencoder_dir(demo) is None
+    pixel, latent = get_spec(demo.model.preset), get_spec(arm.model.preset)
+    assert pixel.codec == "pixel" and pixel.latent_size == latent.latent_size
+    assert pixel.block_out_channels == latent.block_out_channels and pixel.num_heads == latent.num_heads
+    assert load_frozen_codec(demo, torch.device("cpu")).factor == 2
+    assert (demo.data, demo.diffusion, demo.seed) == (arm.data, arm.diffusion, arm.seed)
 
 
 def test_train_help_lists_the_shipped_configs(capsys):

@@ -1,4 +1,4 @@
-"""Registry of model configurations by name: ``sd21`` (paper scale) and small CPU ones (``demo-cpu``, ``tiny``).
+"""Registry of model configurations by name: ``sd21`` (paper scale) and small CPU ones (``demo-cpu``, ``demo-cpu-pixel``, ``tiny``).
 
 All keep SD2.1's block structure and module naming (4 down blocks, mid, 4 up blocks, ``attn1`` self-attention), so
 layer names such as ``up_blocks.2.attentions.0.transformer_blocks.0.attn1`` mean the same place in every config.
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from cameo.model.layers import CAMEO_DEFAULT_LAYER
 
-CodecKind = Literal["identity", "autoencoder-kl"]
+CodecKind = Literal["pixel", "autoencoder-kl"]
 
 _ATTN_DOWN, _PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 _ATTN_UP, _PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
@@ -88,12 +88,25 @@ MODEL_CONFIGS: dict[str, ModelSpec] = {
             layers_per_block=2,
             camera_channels=(32, 64),
             full_res_attention=False,
-            description="64x64 images, x2 AutoencoderKL -> 32x32x4 latent, 2-core CPU training.",
+            description="64x64 images, x2 AutoencoderKL -> 32x32x4 latent, 2-core CPU training (the benchmark's).",
+        ),
+        ModelSpec(
+            name="demo-cpu-pixel",
+            image_size=64,
+            codec="pixel",
+            latent_channels=12,
+            latent_downsample=2,
+            block_out_channels=(32, 64, 128, 128),
+            num_heads=(1, 2, 4, 4),
+            layers_per_block=2,
+            camera_channels=(32, 64),
+            full_res_attention=False,
+            description="demo-cpu's UNet on lossless x2 space-to-depth pixels (32x32x12): the bundled model.",
         ),
         ModelSpec(
             name="tiny",
             image_size=16,
-            codec="identity",
+            codec="pixel",
             latent_channels=3,
             latent_downsample=1,
             block_out_channels=(16, 16, 32, 32),

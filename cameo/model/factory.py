@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
 from cameo.cameo_loss import HeadKind
-from cameo.model.codec import AutoencoderCodec, IdentityCodec, LatentCodec, small_autoencoder
+from cameo.model.codec import AutoencoderCodec, PixelCodec, LatentCodec, small_autoencoder
 from cameo.model.configs import ModelSpec, get_spec
 from cameo.model.unet import MultiViewUNet
 
@@ -41,8 +41,8 @@ def build_model(config: str | ModelSpec, pretrained: str | Path | None = None, c
 def build_codec(config: str | ModelSpec, pretrained: str | Path | None = None) -> LatentCodec:
     """The latent codec of a configuration: identity, the folder's VAE (``pretrained``), or an untrained small one."""
     spec = get_spec(config) if isinstance(config, str) else config
-    if spec.codec == "identity":
-        return IdentityCodec()
+    if spec.codec == "pixel":
+        return PixelCodec(spec.latent_downsample)
     if pretrained is not None:
         vae_dir = _check_sd_folder(pretrained) / "vae"
         if not (vae_dir / "config.json").is_file():

@@ -15,7 +15,7 @@ from accelerate.utils import extract_model_from_parallel
 from diffusers import AutoencoderKL, DDPMScheduler
 
 from cameo.cameo_loss import cameo_loss
-from cameo.model import AutoencoderCodec, MultiViewUNet, build_codec, build_model, get_spec, layer_name
+from cameo.model import AutoencoderCodec, MultiViewUNet, PixelCodec, build_codec, build_model, get_spec, layer_name
 from cameo.model.attention import CapturedAttention
 from cameo.model.configs import ModelSpec
 from cameo.train.components import Components
@@ -43,7 +43,7 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
 
 def autoencoder_dir(cfg: TrainConfig) -> Path | None:
     """Folder of the small autoencoder a latent preset trains itself (None: pixel space or the SD VAE)."""
-    if get_spec(cfg.model.preset).codec == "identity" or cfg.model.pretrained is not None:
+    if get_spec(cfg.model.preset).codec == "pixel" or cfg.model.pretrained is not None:
         return None
     if cfg.model.codec_path:
         return Path(cfg.model.codec_path)
@@ -53,11 +53,11 @@ def autoencoder_dir(cfg: TrainConfig) -> Path | None:
 
 
 def load_frozen_codec(cfg: TrainConfig, device: torch.device) -> Any:
-    """The frozen latent codec of a run: None (pixel space), the SD VAE of ``pretrained``, or the trained small
+    """The frozen latent codec of a run: pixel space, the SD VAE of ``pretrained``, or the trained small
     autoencoder (which must exist: ``cameo-train autoencoder`` makes it)."""
     spec = get_spec(cfg.model.preset)
-    if spec.codec == "identity":
-        return None
+    if spec.codec == "pixel":
+        return PixelCodec(spec.latent_downsample)
     folder = autoencoder_dir(cfg)
     if folder is None:
         codec = build_codec(spec, cfg.model.pretrained)
@@ -146,10 +146,9 @@ def psnr_validation(cfg: TrainConfig, model: torch.nn.Module, parts: Components,
     """Mean PSNR of target views sampled (DDIM, ``val_ddim_steps``, CFG ``val_cfg_scale``) from the first view of
     each held-out sample; the 1-to-(F-1) setting of the paper."""
     from cameo.eval.metrics import psnr
-    from cameo.model import IdentityCodec
     from cameo.sampling import sample_views
 
-    codec = parts.codec if parts.codec is not None else IdentityCodec()
+    codec = parts.codec if parts.codec is not None else PixelCodec()
     scores = []
     for index in range(len(parts.val_set)):
         item = parts.val_set[index]

@@ -1,8 +1,9 @@
 """cameo-train: train the multi-view diffusion model (baseline or CAMEO) or the small latent autoencoder.
 
 Examples:
-  cameo-train --config demo-cpu                         # autoencoder first if missing, then the diffusion model
-  cameo-train autoencoder --config demo-cpu             # only the codec stage
+  cameo-train --config demo-cpu                         # the bundled model (pixel space: no autoencoder)
+  cameo-train --config bench-cameo                      # latent presets: autoencoder first if missing, then the UNet
+  cameo-train autoencoder --config bench-cameo          # only the codec stage
   cameo-train --config bench-baseline --optim.max-steps 200 --output-dir runs/try
   cameo-train --config demo-cpu --resume                # continue from the newest complete checkpoint
   cameo-train export --config demo-cpu --out assets/model --half   # export the newest checkpoint (fp16 weights)

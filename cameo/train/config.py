@@ -58,7 +58,7 @@ class ModelConfig:
     """Which multi-view UNet to build and, for latent models, which codec."""
 
     preset: str = "demo-cpu"
-    """``cameo.model`` configuration name: ``tiny``, ``demo-cpu`` or ``sd21``."""
+    """``cameo.model`` configuration name: ``tiny``, ``demo-cpu``, ``demo-cpu-pixel`` or ``sd21``."""
     pretrained: str | None = None
     """Local diffusers Stable Diffusion 2.1 folder: UNet weights and the VAE codec are read from it."""
     codec_path: str | None = None
