@@ -60,3 +60,11 @@ def test_cli_nvs_evaluates_an_exported_model_folder(tmp_path):
     rows = _rows(out / "per_view.csv")
     assert [r["setting"] for r in rows] == ["2-to-2", "2-to-2"]
     assert all(0 < float(r["psnr"]) < 100 for r in rows)
+
+
+def test_cli_nvs_mixed_kind_is_the_benchmarks_object_and_room_set(tmp_path):
+    out = tmp_path / "nvs"
+    assert main(["nvs", "--config", "tiny", "--kind", "mixed", "--scenes", "2", "--steps", "1", "--lpips", "none",
+                 "--settings", "2-to-2", "--out", str(out)]) == 0
+    scenes = [r["scene"] for r in _rows(out / "per_view.csv")]
+    assert scenes == ["demo-object-0-0000000"] * 2 + ["demo-room-0-0000000"] * 2

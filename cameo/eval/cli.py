@@ -56,8 +56,10 @@ def _load(args: argparse.Namespace):
 
 
 def _scenes(args: argparse.Namespace, image_size: int):
-    from cameo.eval.nvs import procedural_scenes
+    from cameo.eval.nvs import mixed_procedural_scenes, procedural_scenes
 
+    if args.kind == "mixed":
+        return mixed_procedural_scenes(args.scenes, image_size, args.data_seed)
     return list(procedural_scenes(args.scenes, args.kind, image_size, args.data_seed))
 
 
@@ -179,12 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_install_lpips)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", default="demo-cpu", help="model configuration name (tiny, demo-cpu, sd21)")
+        p.add_argument("--config", default="demo-cpu", help="model configuration name (tiny, demo-cpu, demo-cpu-pixel, sd21)")
         p.add_argument("--checkpoint", help="exported model folder (e.g. assets/model, runs/NAME/model) or a training checkpoint "
                        "(unet/ + scheduler/, with --config and --codec-path); default: random weights")
         p.add_argument("--codec-path", help="diffusers AutoencoderKL folder for latent configs (trained codec)")
         p.add_argument("--scenes", type=int, default=4, help="number of held-out procedural scenes")
-        p.add_argument("--kind", default="object", choices=("object", "room"), help="procedural scene kind")
+        p.add_argument("--kind", default="object", choices=("object", "room", "mixed"),
+                       help="procedural scene kind; mixed: half objects then half rooms (the benchmark's set)")
         p.add_argument("--data-seed", type=int, default=0, help="seed of the held-out (demo split) scenes")
         p.add_argument("--seed", type=int, default=0, help="sampling seed")
         p.add_argument("--out", required=True, help="report folder (created atomically)")

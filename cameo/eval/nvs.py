@@ -52,10 +52,11 @@ def procedural_scenes(count: int, kind: str = "object", resolution: int = 64, se
                         unproject_depth(depth, K, c2w).permute(0, 3, 1, 2))
 
 
-def mixed_procedural_scenes(count: int, resolution: int = 64) -> list[EvalScene]:
+def mixed_procedural_scenes(count: int, resolution: int = 64, seed: int = 0) -> list[EvalScene]:
     """``count`` held-out scenes, half object-centric then half rooms (the benchmark's evaluation set)."""
     half = count // 2
-    return list(procedural_scenes(half, "object", resolution)) + list(procedural_scenes(count - half, "room", resolution))
+    return (list(procedural_scenes(half, "object", resolution, seed))
+            + list(procedural_scenes(count - half, "room", resolution, seed)))
 
 
 @dataclass
