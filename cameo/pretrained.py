@@ -110,11 +110,12 @@ def load_pretrained(path: str | os.PathLike[str] | None = None, device: str | to
 
 
 def _load_codec(folder: Path, model: MultiViewUNet, device: torch.device) -> LatentCodec:
-    """Pixel space (folded by the model's image / sample size ratio) for ``pixel`` models, else the folder's frozen
-    ``AutoencoderKL``."""
+    """Pixel space (folded by the model's image / sample size ratio, standardised as saved) for ``pixel`` models,
+    else the folder's frozen ``AutoencoderKL``."""
     kind = model.config.codec
     if kind == "pixel":
-        return PixelCodec(model.config.image_size // model.unet.config.sample_size)
+        return PixelCodec(model.config.image_size // model.unet.config.sample_size, model.config.codec_shift,
+                          model.config.codec_scale)
     for name in CODEC_FOLDERS:
         if (folder / name / "config.json").is_file():
             vae = AutoencoderKL.from_pretrained(str(folder / name), local_files_only=True, torch_dtype=torch.float32)

@@ -110,16 +110,19 @@ def test_codecs() -> None:
 
 
 def test_pixel_codec_folds_pixels_into_channels_losslessly() -> None:
-    """demo-cpu-pixel: [.., 3, 64, 64] <-> [.., 12, 32, 32] in [-1, 1], each latent channel one pixel of a 2x2 cell."""
+    """demo-cpu-pixel: [.., 3, 64, 64] <-> [.., 12, 32, 32], each latent channel one standardised pixel of a 2x2
+    cell; the standardisation brings the training images to about zero mean and unit variance."""
     images = torch.rand(2, 3, 3, 64, 64)
     codec = build_codec("demo-cpu-pixel")
     latents = codec.encode(images)
-    assert latents.shape == (2, 3, 12, 32, 32) and latents.min() >= -1 and latents.max() <= 1
-    torch.testing.assert_close(latents[0, 0, 0], images[0, 0, 0, ::2, ::2] * 2 - 1)  # red, top-left of each cell
-    torch.testing.assert_close(latents[0, 0, 3], images[0, 0, 0, 1::2, 1::2] * 2 - 1)  # red, bottom-right
+    assert latents.shape == (2, 3, 12, 32, 32)
+    torch.testing.assert_close(latents[0, 0, 0], (images[0, 0, 0, ::2, ::2] * 2 - 1 + 0.31) * 2.5)  # red, top-left of each cell
+    torch.testing.assert_close(latents[0, 0, 3], (images[0, 0, 0, 1::2, 1::2] * 2 - 1 + 0.31) * 2.5)  # red, bottom-right
     torch.testing.assert_close(codec.decode(latents), images)
     torch.testing.assert_close(codec.decode(codec.encode(images[0, 0])), images[0, 0])  # one unbatched view
     model = build_model("demo-cpu-pixel")
     assert model.unet.config.in_channels == model.unet.config.out_channels == 12
     with pytest.raises(ValueError, match="factor"):
         PixelCodec(0)
+    with pytest.raises(ValueError, match="scale"):
+        PixelCodec(2, scale=0.0)

@@ -56,13 +56,14 @@ def test_latent_model_loads_its_vae(tmp_path):
 
 def test_folded_pixel_model_gets_its_space_to_depth_factor(tmp_path):
     """A pixel-space model on 2x2-folded pixels (demo-cpu-pixel's codec) needs no codec folder; the factor comes
-    from the saved image and sample sizes."""
-    spec = dataclasses.replace(get_spec("tiny"), latent_channels=12, latent_downsample=2, image_size=16)
+    from the saved image and sample sizes, the standardisation from the saved model config."""
+    spec = dataclasses.replace(get_spec("tiny"), latent_channels=12, latent_downsample=2, image_size=16,
+                               pixel_shift=-0.25, pixel_scale=3.0)
     cfg = TrainConfig()
     cfg.data.resolution = 16
     save_model_folder(tmp_path / "m", build_model(spec), default_training_schedule(spec.prediction_type), cfg)
     pre = load_pretrained(tmp_path / "m", "cpu")
-    assert isinstance(pre.codec, PixelCodec) and pre.codec.factor == 2
+    assert isinstance(pre.codec, PixelCodec) and (pre.codec.factor, pre.codec.shift, pre.codec.scale) == (2, -0.25, 3.0)
     images = torch.rand(2, 3, 16, 16)
     assert pre.codec.encode(images).shape == (2, 12, 8, 8)
     torch.testing.assert_close(pre.codec.decode(pre.codec.encode(images)), images)

@@ -57,7 +57,12 @@ def test_train_demo_config_is_the_paper_cameo_on_lossless_pixels():
     pixel, latent = get_spec(demo.model.preset), get_spec(arm.model.preset)
     assert pixel.codec == "pixel" and pixel.latent_size == latent.latent_size
     assert pixel.block_out_channels == latent.block_out_channels and pixel.num_heads == latent.num_heads
-    assert load_frozen_codec(demo, torch.device("cpu")).factor == 2
+    codec = load_frozen_codec(demo, torch.device("cpu"))
+    assert codec.factor == 2
+    from cameo.eval.nvs import mixed_procedural_scenes
+
+    latents = torch.stack([codec.encode(scene.images) for scene in mixed_procedural_scenes(4)])
+    assert abs(latents.mean()) < 0.3 and 0.7 < latents.std() < 1.4  # standardised: the schedule's SNRs hold
     assert (demo.data, demo.diffusion, demo.seed) == (arm.data, arm.diffusion, arm.seed)
 
 

@@ -35,6 +35,9 @@ class ModelSpec:
     qk_norm: bool = True
     prediction_type: str = "v_prediction"
     cameo_layer: str = CAMEO_DEFAULT_LAYER
+    pixel_shift: float = 0.0
+    """``pixel`` codec: (x - shift) * scale of the [-1, 1] pixels, set from the training data's mean and std."""
+    pixel_scale: float = 1.0
     description: str = ""
 
     @property
@@ -101,6 +104,9 @@ MODEL_CONFIGS: dict[str, ModelSpec] = {
             layers_per_block=2,
             camera_channels=(32, 64),
             full_res_attention=False,
+            # mean -0.312 and std 0.391 of the [-1, 1] pixels of 308 demo-cpu training samples (objects + rooms)
+            pixel_shift=-0.31,
+            pixel_scale=2.5,
             description="demo-cpu's UNet on lossless x2 space-to-depth pixels (32x32x12): the bundled model.",
         ),
         ModelSpec(

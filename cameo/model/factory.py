@@ -32,6 +32,8 @@ def build_model(config: str | ModelSpec, pretrained: str | Path | None = None, c
         prediction_type=spec.prediction_type,
         image_size=spec.image_size,
         codec=spec.codec,
+        codec_shift=spec.pixel_shift,
+        codec_scale=spec.pixel_scale,
     )
     if pretrained is not None:
         load_stable_diffusion_unet(model, pretrained)
@@ -42,7 +44,7 @@ def build_codec(config: str | ModelSpec, pretrained: str | Path | None = None) -
     """The latent codec of a configuration: identity, the folder's VAE (``pretrained``), or an untrained small one."""
     spec = get_spec(config) if isinstance(config, str) else config
     if spec.codec == "pixel":
-        return PixelCodec(spec.latent_downsample)
+        return PixelCodec(spec.latent_downsample, spec.pixel_shift, spec.pixel_scale)
     if pretrained is not None:
         vae_dir = _check_sd_folder(pretrained) / "vae"
         if not (vae_dir / "config.json").is_file():

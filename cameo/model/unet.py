@@ -41,6 +41,8 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
         prediction_type: str = "v_prediction",
         image_size: int = 512,
         codec: str = "autoencoder-kl",
+        codec_shift: float = 0.0,
+        codec_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.unet = UNet2DConditionModel(**unet_config)
