@@ -37,3 +37,24 @@ def test_heldout_loss_uses_fixed_noise_levels_and_is_reproducible():
     assert heldout_denoising_loss(model, PixelCodec(), scenes, schedule) == first  # same noise every call
     other = heldout_denoising_loss(RecordingModel(-0.5), PixelCodec(), scenes, schedule)
     assert other != first  # the loss depends on the prediction
+
+
+class CopyReferenceModel(torch.nn.Module):
+    """Predicts every view as its first (reference) view: its loss depends on which references it is shown."""
+
+    def forward(self, sample, timesteps, plucker, ref_mask, drop_camera=None):
+        return sample[:, :1].expand_as(sample)
+
+
+def test_swapped_references_come_from_the_next_scene():
+    scenes = list(procedural_scenes(2, "object", resolution=16))
+    schedule = default_training_schedule("v_prediction")
+    model = RecordingModel(0.0)
+    assert heldout_denoising_loss(model, PixelCodec(), scenes, schedule, swap_references=True) == \
+        heldout_denoising_loss(model, PixelCodec(), scenes, schedule)  # a model blind to the inputs: no change
+    normal = heldout_denoising_loss(CopyReferenceModel(), PixelCodec(), scenes, schedule)
+    swapped = heldout_denoising_loss(CopyReferenceModel(), PixelCodec(), scenes, schedule, swap_references=True)
+    assert swapped != normal
+    with_twin = heldout_denoising_loss(CopyReferenceModel(), PixelCodec(), [scenes[0], scenes[0]], schedule,
+                                       swap_references=True)
+    assert with_twin == heldout_denoising_loss(CopyReferenceModel(), PixelCodec(), [scenes[0], scenes[0]], schedule)

@@ -90,25 +90,35 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
 
 
 def heldout_denoising_loss(model, codec, scenes: Iterable[EvalScene], schedule, settings: Iterable[str] = SETTINGS,
-                           timesteps: Iterable[int] = LOSS_TIMESTEPS, seed: int = 0) -> dict[str, float]:
+                           timesteps: Iterable[int] = LOSS_TIMESTEPS, seed: int = 0,
+                           swap_references: bool = False) -> dict[str, float]:
     """The training objective on held-out scenes: mean denoising loss of the target views per setting.
 
     Every scene is noised at the same fixed ``timesteps`` with noise from a fixed seed (cameras on, no CFG), so two
     snapshots are compared on identical inputs: a low-variance learning-curve measure next to the sampled views'
-    PSNR, which at small scale moves with the sampler's noise draws. Returns ``{"<setting> loss": value}``.
+    PSNR, which at small scale moves with the sampler's noise draws. ``swap_references``: the reference views are
+    those of the next scene (cameras and targets unchanged), so the rise over the normal loss measures how much the
+    model reads its references. Returns ``{"<setting> loss": value}``.
     """
+    scenes = list(scenes)
     t = torch.tensor(list(timesteps))
     losses: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        encoded = [codec.encode(scene.images).float() for scene in scenes]
     for index, scene in enumerate(scenes):
         views, (height, width) = scene.images.shape[0], scene.images.shape[-2:]
-        with torch.no_grad():
-            clean = codec.encode(scene.images).float()[None].expand(len(t), -1, -1, -1, -1)
+        clean = encoded[index][None].expand(len(t), -1, -1, -1, -1)
         plucker = normalized_plucker(scene.c2w, scene.K, height, width)[None].expand(len(t), -1, -1, -1, -1)
         for setting in settings:
-            ref_mask = (torch.arange(views) < SETTINGS[setting])[None].expand(len(t), -1)
+            refs = SETTINGS[setting]
+            ref_mask = (torch.arange(views) < refs)[None].expand(len(t), -1)
             noised = noise_targets(clean, ref_mask, schedule, torch.Generator().manual_seed(seed * 100_003 + index), t)
+            sample = noised.noisy
+            if swap_references:
+                other = encoded[(index + 1) % len(scenes)][:refs]
+                sample = torch.cat([other[None].expand(len(t), -1, -1, -1, -1), sample[:, refs:]], dim=1)
             with torch.no_grad():
-                pred = model(noised.noisy, noised.timesteps, plucker, ref_mask)
+                pred = model(sample, noised.timesteps, plucker, ref_mask)
             losses.setdefault(setting, []).append(denoising_loss(pred, noised.target, ref_mask))
     return {f"{setting} loss": float(torch.stack(values).mean()) for setting, values in losses.items()}
 
