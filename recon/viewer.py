@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` / service managers stop it like Ctrl-C
     session = None
     try:
         session = launch_viewer(args.ply, host=args.host, port=args.port)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+import pytest
 import torch
 
 from cameo.cameras import look_at
@@ -58,11 +60,18 @@ def test_viewer_serves_page_and_holds_splats():
         session.stop()
 
 
-def test_viewer_cli_serves_ply_and_stops_on_interrupt(tmp_path):
+def _default_sigint() -> None:
+    """Child setup: a shell's background job (e.g. CI started with ``&``) inherits SIGINT ignored; Ctrl-C at a
+    terminal reaches a foreground process with the default disposition, which this restores."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_viewer_cli_serves_ply_and_stops_on_interrupt(tmp_path, stop):
     path = export_ply(_splats(), tmp_path / "s.ply")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "recon.viewer", str(path), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
     try:
         line = ""
         while "viewer running at" not in line:  # printed once the scene is loaded (after viser's banner)
@@ -70,7 +79,7 @@ def test_viewer_cli_serves_ply_and_stops_on_interrupt(tmp_path):
             assert line, "viewer exited before printing its URL"
         assert f"http://127.0.0.1:{port}" in line
         assert _get(f"http://127.0.0.1:{port}", timeout=60) == 200
-        proc.send_signal(subprocess.signal.SIGINT)
+        proc.send_signal(stop)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0 and "stopping viewer" in out
     finally:
