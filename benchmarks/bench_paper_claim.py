@@ -2,13 +2,13 @@
 quality in fewer training steps (paper: 2x fewer, Table 1 / Fig. 5c).
 
 Arms: ``bench-cameo`` (CAMEO; the bundled model until the pixel-space ``demo-cpu`` replaced it) and
-``bench-baseline`` (the same run with the CAMEO loss off: same data, seed, model, schedule and autoencoder). Both runs export a model snapshot every 500 steps; this
-script scores every snapshot of both arms on held-out procedural scenes (half objects, half rooms, never in the
-training data): PSNR / SSIM / LPIPS-VGG of generated views in 1-to-3 and 2-to-2, the held-out denoising loss (the
-training objective at fixed noise levels and noise: the low-variance curve) and the correspondence precision of the
-CAMEO layer (Probe3D protocol, plus the argmax of the layer's attention and of the CAMEO head). Ablation arms
-(``ABLATIONS``: the CAMEO head replaced by a plain mean over heads) are scored where their snapshots exist.
-It writes ``summary.md`` (tables + step ratio), ``results.json`` and PNG
+``bench-baseline`` (the same run with the CAMEO loss off: same data, seed, model, schedule and autoencoder). Both
+runs export a model snapshot every 500 steps; this script scores every snapshot of both arms on held-out procedural
+scenes (half objects, half rooms, never in the training data): PSNR / SSIM / LPIPS-VGG of generated views in 1-to-3
+and 2-to-2, the held-out denoising loss (the training objective at fixed noise levels and noise: the low-variance
+curve) and the correspondence precision of the CAMEO layer (Probe3D protocol, plus the argmax of the layer's
+attention and of the CAMEO head). Ablation arms (``ABLATIONS``: the CAMEO head replaced by a plain mean over heads)
+are scored where their snapshots exist. It writes ``summary.md`` (tables + step ratio), ``results.json`` and PNG
 curves into ``--out``; per-snapshot scores are cached there, so a rerun only scores new snapshots.
 
     # train both arms to 2500 steps (resumable: rerun to continue), one core each, then score them

@@ -6,7 +6,7 @@ layer names such as ``up_blocks.2.attentions.0.transformer_blocks.0.attn1`` mean
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cameo.model.layers import CAMEO_DEFAULT_LAYER
@@ -65,6 +65,20 @@ class ModelSpec:
         )
 
 
+_DEMO_CPU = ModelSpec(
+    name="demo-cpu",
+    image_size=64,
+    codec="autoencoder-kl",
+    latent_channels=4,
+    latent_downsample=2,
+    block_out_channels=(32, 64, 128, 128),
+    num_heads=(1, 2, 4, 4),
+    layers_per_block=2,
+    camera_channels=(32, 64),
+    full_res_attention=False,
+    description="64x64 images, x2 AutoencoderKL -> 32x32x4 latent, 2-core CPU training (the benchmark's).",
+)
+
 MODEL_CONFIGS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -80,30 +94,12 @@ MODEL_CONFIGS: dict[str, ModelSpec] = {
             camera_channels=(32, 64, 128, 256),
             description="Full SD2.1 topology (paper scale); initialise from a local SD2.1 diffusers folder.",
         ),
-        ModelSpec(
-            name="demo-cpu",
-            image_size=64,
-            codec="autoencoder-kl",
-            latent_channels=4,
-            latent_downsample=2,
-            block_out_channels=(32, 64, 128, 128),
-            num_heads=(1, 2, 4, 4),
-            layers_per_block=2,
-            camera_channels=(32, 64),
-            full_res_attention=False,
-            description="64x64 images, x2 AutoencoderKL -> 32x32x4 latent, 2-core CPU training (the benchmark's).",
-        ),
-        ModelSpec(
+        _DEMO_CPU,
+        replace(
+            _DEMO_CPU,
             name="demo-cpu-pixel",
-            image_size=64,
             codec="pixel",
-            latent_channels=12,
-            latent_downsample=2,
-            block_out_channels=(32, 64, 128, 128),
-            num_heads=(1, 2, 4, 4),
-            layers_per_block=2,
-            camera_channels=(32, 64),
-            full_res_attention=False,
+            latent_channels=12,  # 3 colours x 2 x 2 pixels
             # mean -0.312 and std 0.391 of the [-1, 1] pixels of 308 demo-cpu training samples (objects + rooms)
             pixel_shift=-0.31,
             pixel_scale=2.5,

@@ -41,7 +41,7 @@ def build_model(config: str | ModelSpec, pretrained: str | Path | None = None, c
 
 
 def build_codec(config: str | ModelSpec, pretrained: str | Path | None = None) -> LatentCodec:
-    """The latent codec of a configuration: identity, the folder's VAE (``pretrained``), or an untrained small one."""
+    """The latent codec of a configuration: pixel space, the folder's VAE (``pretrained``), or an untrained small one."""
     spec = get_spec(config) if isinstance(config, str) else config
     if spec.codec == "pixel":
         return PixelCodec(spec.latent_downsample, spec.pixel_shift, spec.pixel_scale)

@@ -57,7 +57,7 @@ def load_frozen_codec(cfg: TrainConfig, device: torch.device) -> Any:
     autoencoder (which must exist: ``cameo-train autoencoder`` makes it)."""
     spec = get_spec(cfg.model.preset)
     if spec.codec == "pixel":
-        return PixelCodec(spec.latent_downsample, spec.pixel_shift, spec.pixel_scale)
+        return build_codec(spec)
     folder = autoencoder_dir(cfg)
     if folder is None:
         codec = build_codec(spec, cfg.model.pretrained)
