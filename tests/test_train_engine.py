@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -148,3 +149,38 @@ def test_train_snapshots_are_exported_models_of_their_step(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     early = params_of(Path(cfg.output_dir) / "snapshots" / "step-0000002")
     assert not torch.equal(early["unet.conv_in.weight"], a["unet.conv_in.weight"]), "snapshots share one state"
+
+
+def test_train_moving_average_resumes_exactly_and_is_what_ships(tmp_path):
+    straight = train(toy_config(tmp_path / "straight", ema_decay=0.8), toy_builder())
+    _reset()
+    cfg = toy_config(tmp_path / "resumed", ema_decay=0.8)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, toy_builder(), stop_after=4)
+    _reset()
+    resumed = train(cfg, toy_builder(), resume=True)
+    a, b = params_of(straight), params_of(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    last = latest_checkpoint(Path(cfg.output_dir))
+    raw = params_of(last)
+    assert json.loads((last / "ema_state.json").read_text())["optimization_step"] == 6
+    assert not torch.equal(a["unet.conv_in.weight"], raw["unet.conv_in.weight"]), "export is not the average"
+    assert "moving average" in (resumed / "model_card.md").read_text()
+
+
+def test_train_switching_the_average_on_when_resuming_equals_ema_after_step(tmp_path):
+    cfg = toy_config(tmp_path / "late")
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, toy_builder(), stop_after=4)  # no average in the step-3 checkpoint
+    _reset()
+    cfg.optim = dataclasses.replace(cfg.optim, ema_decay=0.8, ema_after_step=3)
+    late = train(cfg, toy_builder(), resume=True)
+    _reset()
+    planned = train(toy_config(tmp_path / "planned", ema_decay=0.8, ema_after_step=3), toy_builder())
+    a, b = params_of(late), params_of(planned)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    _reset()
+    plain = params_of(train(toy_config(tmp_path / "plain"), toy_builder()))
+    assert not torch.equal(a["unet.conv_in.weight"], plain["unet.conv_in.weight"])

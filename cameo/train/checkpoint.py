@@ -2,6 +2,7 @@
 
 Layout of one checkpoint folder ``<run>/checkpoints/step-0000100/``:
   unet/                       diffusers ``save_pretrained`` folder of the multi-view UNet (what samplers load)
+  unet_ema/, ema_state.json   moving average of the UNet weights and its counters (runs with ``optim.ema_decay``)
   cameo_head.safetensors      CAMEO projection head weights (CAMEO runs with a learned head only)
   scheduler/                  diffusers DDPMScheduler config (the noise schedule the sampler must reproduce)
   optimizer.bin, random_states_<rank>.pkl, ...   accelerate state (optimiser, RNG of python/numpy/torch/cuda)
@@ -40,13 +41,8 @@ def register_model_io(accelerator: Accelerator, names: list[str]) -> None:
 
     def save_hook(models: list[torch.nn.Module], weights: list[dict], output_dir: str) -> None:
         for name, model in zip(names, models):
-            module = accelerator.unwrap_model(model)
             if accelerator.is_main_process:
-                if hasattr(module, "save_pretrained"):
-                    module.save_pretrained(Path(output_dir) / name, safe_serialization=True)
-                else:
-                    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-                    save_file(state, str(Path(output_dir) / f"{name}.safetensors"))
+                save_module(accelerator.unwrap_model(model), Path(output_dir), name)
         weights.clear()  # accelerate must not write its own copy of the weights
 
     def load_hook(models: list[torch.nn.Module], input_dir: str) -> None:
@@ -56,6 +52,15 @@ def register_model_io(accelerator: Accelerator, names: list[str]) -> None:
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+
+
+def save_module(module: torch.nn.Module, folder: Path, name: str) -> None:
+    """Save ``module`` as ``folder/name/`` (diffusers ``save_pretrained``) or ``folder/name.safetensors``."""
+    if hasattr(module, "save_pretrained"):
+        module.save_pretrained(folder / name, safe_serialization=True)
+    else:
+        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        save_file(state, str(folder / f"{name}.safetensors"))
 
 
 def load_model_weights(folder: Path, name: str) -> dict[str, torch.Tensor]:

@@ -99,6 +99,12 @@ class OptimConfig:
     """Linear learning-rate warm-up steps (the paper uses a constant rate: 0)."""
     max_steps: int = 1000
     """Optimiser steps to train."""
+    ema_decay: float = 0.0
+    """Decay of an exponential moving average of the UNet weights (diffusers ``EMAModel``); 0 disables it. With it,
+    validation, snapshots and exports use the averaged weights, which sample cleaner than the last iterate."""
+    ema_after_step: int = 0
+    """The average copies the weights until this optimiser step and averages from then on (lets a run that
+    switched the average on mid-way be reproduced from scratch)."""
 
 
 @dataclass

@@ -29,6 +29,7 @@ from cameo.train.checkpoint import (
 )
 from cameo.train.components import Components
 from cameo.train.config import TrainConfig, dump_config
+from cameo.train.ema import EMA_WEIGHTS, averaged_weights, make_ema, save_ema
 from cameo.train.sampler import StreamBatchSampler
 from cameo.train.step import (
     camera_conditioning,
@@ -111,6 +112,8 @@ def train(
     elif accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+    plain_unet = accelerator.unwrap_model(unet)
+    ema = make_ema(cfg, plain_unet, previous, state["step"])
 
     sampler = StreamBatchSampler(
         len(parts.train_set), cfg.optim.batch_size, cfg.seed,
@@ -118,9 +121,13 @@ def train(
     )
     batches = iter(DataLoader(parts.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers))
 
+    def extra(folder: Path) -> None:
+        noise_scheduler.save_pretrained(folder / "scheduler")
+        if ema is not None:
+            save_ema(ema, plain_unet, folder)
+
     def save(step_state: dict[str, Any]) -> None:
-        save_checkpoint(accelerator, run_dir, step_state["step"], step_state, cfg.keep_checkpoints,
-                        extra=lambda folder: noise_scheduler.save_pretrained(folder / "scheduler"))
+        save_checkpoint(accelerator, run_dir, step_state["step"], step_state, cfg.keep_checkpoints, extra=extra)
 
     bar = tqdm(total=cfg.optim.max_steps, initial=state["step"], desc=cfg.name, dynamic_ncols=True,
                disable=not accelerator.is_main_process)
@@ -148,6 +155,8 @@ def train(
                             accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
                         optimizer.step()
                         lr_schedule.step()
+                        if ema is not None:
+                            ema.step(plain_unet.parameters())
                     optimizer.zero_grad(set_to_none=True)
             state["micro_step"] += 1
         if not step_ok:
@@ -168,7 +177,8 @@ def train(
             window = {k: [] for k in window}
             window_start = time.perf_counter()
         if validate is not None and cfg.val_every and (state["step"] % cfg.val_every == 0 or last):
-            record |= _run_validation(cfg, accelerator, unet, parts, noise_scheduler, validate)
+            with averaged_weights(ema, plain_unet):
+                record |= _run_validation(cfg, accelerator, unet, parts, noise_scheduler, validate)
         if record:
             record = {"step": state["step"], **record}
             state["metrics"] = record
@@ -285,18 +295,20 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def export_model(
     checkpoint: Path, export: Path, cfg: TrainConfig, extra_folders: dict[str, Path], half: bool = False
 ) -> None:
-    """Copy the model parts of a checkpoint (UNet, scheduler, CAMEO head) and ``extra_folders`` (the codec)
-    into a standalone folder; ``half`` converts floating-point safetensors weights to float16."""
+    """Copy the model parts of a checkpoint (UNet - its moving average when the run keeps one -, scheduler,
+    CAMEO head) and ``extra_folders`` (the codec) into a standalone folder; ``half`` converts floating-point
+    safetensors weights to float16."""
     with atomic_dir(export, overwrite=True) as tmp:
-        for name in ("unet", "scheduler"):
-            shutil.copytree(checkpoint / name, tmp / name)
+        averaged = checkpoint / EMA_WEIGHTS
+        shutil.copytree(averaged if averaged.is_dir() else checkpoint / "unet", tmp / "unet")
+        shutil.copytree(checkpoint / "scheduler", tmp / "scheduler")
         if (checkpoint / "cameo_head.safetensors").is_file():
             shutil.copy2(checkpoint / "cameo_head.safetensors", tmp / "cameo_head.safetensors")
         for name, folder in extra_folders.items():
             shutil.copytree(folder, tmp / name)
         (tmp / "train_config.yaml").write_text(dump_config(cfg))
         state = json.loads((checkpoint / "trainer_state.json").read_text())
-        (tmp / "model_card.md").write_text(model_card(cfg, state))
+        (tmp / "model_card.md").write_text(model_card(cfg, state, averaged.is_dir()))
         if half:
             for weights in tmp.rglob("*.safetensors"):
                 _to_float16(weights)
@@ -325,14 +337,16 @@ def export_run(cfg: TrainConfig, out: str | Path | None = None, half: bool = Fal
     return export
 
 
-def model_card(cfg: TrainConfig, state: dict[str, Any]) -> str:
+def model_card(cfg: TrainConfig, state: dict[str, Any], averaged: bool = False) -> str:
     """A short description of how the exported model was trained (config, steps, last metrics)."""
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in state.get("metrics", {}).items() if isinstance(v, float))
     cameo = (f"CAMEO on (layer {cfg.cameo.layer}, lambda {cfg.cameo.weight}, tau {cfg.cameo.tau}, "
              f"{cfg.cameo.head} head, {cfg.cameo.loss} loss)" if cfg.cameo.enabled else "CAMEO off (baseline)")
+    ema = (f"; weights: moving average (decay {cfg.optim.ema_decay}, from step {cfg.optim.ema_after_step})"
+           if averaged else "")
     return (f"# {cfg.name}\n\nMulti-view diffusion model (preset `{cfg.model.preset}`) trained by `cameo-train "
             f"--config {cfg.name}` for {state['step']} steps (seed {cfg.seed}, batch {cfg.optim.batch_size} x "
-            f"{cfg.optim.grad_accum}, lr {cfg.optim.lr}), {cameo}; {state.get('train_seconds', 0.0) / 3600:.2f} h of "
+            f"{cfg.optim.grad_accum}, lr {cfg.optim.lr}), {cameo}{ema}; {state.get('train_seconds', 0.0) / 3600:.2f} h of "
             f"training steps.\n\nData: {cfg.data.source} at "
             f"`{cfg.data.path}`, {cfg.data.resolution}x{cfg.data.resolution}, {cfg.data.num_views} views with "
             f"{cfg.data.min_refs}-{cfg.data.max_refs} references.\n\nLast logged metrics: {metrics or 'none'}; "
