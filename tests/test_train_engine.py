@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,18 @@ def test_train_switching_the_average_on_when_resuming_equals_ema_after_step(tmp_
     _reset()
     plain = params_of(train(toy_config(tmp_path / "plain"), toy_builder()))
     assert not torch.equal(a["unet.conv_in.weight"], plain["unet.conv_in.weight"])
+
+
+def test_train_resume_exports_a_snapshot_lost_to_a_kill(tmp_path):
+    cfg = toy_config(tmp_path / "snap")
+    cfg.snapshot_every = 3
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, toy_builder(), stop_after=4)
+    lost = Path(cfg.output_dir) / "snapshots" / "step-0000003"
+    expected = params_of(lost)
+    shutil.rmtree(lost)  # as if killed after the step-3 checkpoint, before its snapshot
+    _reset()
+    train(cfg, toy_builder(), resume=True)
+    again = params_of(lost)
+    for key in expected:
+        torch.testing.assert_close(again[key], expected[key], rtol=0, atol=0, msg=key)

@@ -114,6 +114,10 @@ def train(
         write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
     plain_unet = accelerator.unwrap_model(unet)
     ema = make_ema(cfg, plain_unet, previous, state["step"])
+    if previous is not None and accelerator.is_main_process and _snapshot_due(cfg, state["step"]):
+        missed = snapshot_dir(run_dir, state["step"])
+        if not missed.exists():  # killed between the checkpoint and its snapshot export
+            export_model(previous, missed, cfg, parts.export_folders)
 
     sampler = StreamBatchSampler(
         len(parts.train_set), cfg.optim.batch_size, cfg.seed,
@@ -185,7 +189,7 @@ def train(
             if accelerator.is_main_process:
                 with open(run_dir / METRICS, "a") as f:
                     f.write(json.dumps(record) + "\n")
-        snapshot_due = bool(cfg.snapshot_every) and state["step"] % cfg.snapshot_every == 0
+        snapshot_due = _snapshot_due(cfg, state["step"])
         if state["step"] % cfg.checkpoint_every == 0 or last or snapshot_due:
             save(state)
         if snapshot_due and accelerator.is_main_process:
@@ -202,6 +206,10 @@ def train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return export
+
+
+def _snapshot_due(cfg: TrainConfig, step: int) -> bool:
+    return bool(cfg.snapshot_every) and step > 0 and step % cfg.snapshot_every == 0
 
 
 def snapshot_dir(run_dir: Path, step: int) -> Path:
