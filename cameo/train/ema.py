@@ -37,12 +37,10 @@ def make_ema(cfg: TrainConfig, model: torch.nn.Module, checkpoint: Path | None, 
     ema = EMAModel(model.parameters(), decay=decay, update_after_step=cfg.optim.ema_after_step, foreach=True)
     ema.optimization_step = step
     if checkpoint is not None and (checkpoint / EMA_STATE).is_file():
+        # decay and start step come from the config; the checkpoint holds the averaged weights and the counter
         weights = load_model_weights(checkpoint, EMA_WEIGHTS)
-        device = next(model.parameters()).device
-        shadow = [weights[name].to(device=device, dtype=p.dtype) for name, p in model.named_parameters()]
-        counters = json.loads((checkpoint / EMA_STATE).read_text())
-        ema.load_state_dict({**counters, "decay": decay, "update_after_step": cfg.optim.ema_after_step,
-                             "shadow_params": shadow})
+        ema.shadow_params = [weights[name].to(p.device, p.dtype) for name, p in model.named_parameters()]
+        ema.optimization_step = json.loads((checkpoint / EMA_STATE).read_text())["optimization_step"]
     return ema
 
 
