@@ -35,7 +35,8 @@ from cameo.pretrained import default_model_dir, load_pretrained, save_model_fold
 from cameo.sampling import default_training_schedule
 from cameo.scene import load_scene
 from cameo.train.config import load_config
-from recon.pipeline import ReconOptions, run_reconstruction
+from recon.fit import fit_gaussians
+from recon.pipeline import ReconOptions, fit_config, run_reconstruction, view_weights
 from recon.splats import render
 
 
@@ -57,6 +58,11 @@ def main() -> None:
     parser.add_argument("--kind", default="object", help="demo scene kind (object or room)")
     parser.add_argument("--scene", type=Path, help="scene.json with gt/ next to it (default: a new demo scene)")
     parser.add_argument("--inputs-only-too", action="store_true", help="also fit the inputs alone and score that")
+    parser.add_argument("--generated-weight", type=float, default=d.generated_weight,
+                        help="loss weight of a generated view (relative to an input view) in the main fit")
+    parser.add_argument("--also-generated-weights", type=float, nargs="*", default=[], metavar="W",
+                        help="with --scene: also fit the same generated views with these generated-view weights "
+                             "and score each")
     parser.add_argument("--inputs", type=int, default=2, choices=(1, 2), help="input views of the demo scene")
     parser.add_argument("--resolution", type=int, default=128, help="demo scene image size")
     parser.add_argument("--views", type=int, default=d.num_views)
@@ -82,7 +88,8 @@ def main() -> None:
     pretrained = load_pretrained(checkpoint, args.device)
     load_s = time.perf_counter() - start
     options = ReconOptions(num_views=args.views, steps=args.steps, fit_iterations=args.fit_iterations,
-                           fit_points=args.fit_points, checkpoint=checkpoint, device=args.device)
+                           fit_points=args.fit_points, generated_weight=args.generated_weight,
+                           checkpoint=checkpoint, device=args.device)
     result = run_reconstruction(load_scene(scene_file), out / "splat.ply", options, pretrained=pretrained)
     total = time.perf_counter() - start
 
@@ -97,7 +104,8 @@ def main() -> None:
             print(f"| {name} | {seconds:.2f} |")
     print(f"| **total** | **{total:.2f}** |")
     if (Path(scene_file).parent / "gt" / "cameras.json").is_file():
-        score_against_ground_truth(Path(scene_file), result, options, pretrained, out, args.inputs_only_too)
+        score_against_ground_truth(Path(scene_file), result, options, pretrained, out, args.inputs_only_too,
+                                   args.also_generated_weights)
 
 
 def held_out_views(scene_file: Path, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
@@ -117,11 +125,17 @@ def held_out_views(scene_file: Path, size: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def score_against_ground_truth(scene_file: Path, result, options: ReconOptions, pretrained, out: Path,
-                               inputs_only_too: bool) -> None:
-    """PSNR / SSIM of the ply's renders at the held-out ground-truth cameras; a picture of them."""
+                               inputs_only_too: bool, other_weights: list[float]) -> None:
+    """PSNR / SSIM of the ply's renders at the held-out ground-truth cameras; a picture of them. ``other_weights``:
+    generated-view weights to refit the same views with, for comparison."""
     size = pretrained.image_size
     images, K, c2w, keep = held_out_views(scene_file, size)
-    rows = {"inputs + generated views": render(result.splats, K, c2w, size, size)}
+    rows = {f"inputs + generated views (weight {options.generated_weight:g})":
+            render(result.splats, K, c2w, size, size)}
+    for weight in other_weights:
+        splats = fit_gaussians(result.images, result.K, result.c2w, fit_config(options), show_progress=True,
+                               view_weights=view_weights(len(result.c2w), result.input_indices, weight))
+        rows[f"inputs + generated views (weight {weight:g})"] = render(splats, K, c2w, size, size)
     if inputs_only_too:
         alone = run_reconstruction(load_scene(scene_file), out / "inputs_only.ply",
                                    ReconOptions(**{**vars(options), "generate": False, "inputs_only_size": size}))

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--lpips-weight", type=float, default=d.lpips_weight,
                      help="LPIPS (AlexNet) weight in the fitting loss, 0 = L1 + SSIM only (default: "
                           f"{DEFAULT_LPIPS_WEIGHT} when `cameo-eval install-lpips` has been run once, else 0)")
+    fit.add_argument("--generated-weight", type=float, default=d.generated_weight,
+                     help="loss weight of a generated view relative to an input view; below 1 trusts the inputs "
+                          "more (default: %(default)s)")
     run = parser.add_argument_group("run")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
     run.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -152,8 +155,8 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
         torch.set_num_threads(args.threads)
     options = ReconOptions(
         num_views=args.views, steps=args.steps, cfg=args.cfg, seed=args.seed, fit_iterations=args.fit_iterations,
-        fit_points=args.fit_points, lpips_weight=args.lpips_weight, path_mode=args.path_mode,
-        path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,
+        fit_points=args.fit_points, lpips_weight=args.lpips_weight, generated_weight=args.generated_weight,
+        path_mode=args.path_mode, path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,
         show_progress=not args.quiet, generate=not (args.inputs_only or _no_model(args)),
     )
     if args.lpips_weight is None and not lpips_installed() and not args.quiet:

@@ -55,25 +55,27 @@ class FitConfig:
 def fit_gaussians(
     images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, config: FitConfig | None = None,
     progress: ProgressCallback | None = None, init_points: torch.Tensor | None = None,
-    init_colors: torch.Tensor | None = None, show_progress: bool = True,
+    init_colors: torch.Tensor | None = None, show_progress: bool = True, view_weights: torch.Tensor | None = None,
 ) -> Splats:
     """Optimise Gaussians so that they render ``images [V,3,H,W]`` (in [0, 1]) from cameras ``K``, ``c2w``.
 
     ``init_points [P,3]`` (world, e.g. from :func:`cameo.cameras.unproject_depth`) with optional
-    ``init_colors [P,3]`` replace the random initialisation. ``progress(stage, fraction)`` is called as work
+    ``init_colors [P,3]`` replace the random initialisation. ``view_weights [V]`` (>= 0, default all 1) scale each
+    view's loss, e.g. to trust observed views more than generated ones. ``progress(stage, fraction)`` is called as work
     advances. Deterministic for a given ``config.seed`` (on CPU). Returns the splats in the input world frame.
     """
     cfg = config or FitConfig()
     _check_inputs(images, K, c2w)
+    weights = _check_weights(view_weights, images.shape[0])
     # DefaultStrategy's split samples from the global RNG: seed it without disturbing the caller's stream
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return _fit(images, K, c2w, cfg, progress, init_points, init_colors, show_progress)
+        return _fit(images, K, c2w, cfg, progress, init_points, init_colors, show_progress, weights)
 
 
 def _fit(
     images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, cfg: FitConfig, progress: ProgressCallback | None,
-    init_points: torch.Tensor | None, init_colors: torch.Tensor | None, show_progress: bool,
+    init_points: torch.Tensor | None, init_colors: torch.Tensor | None, show_progress: bool, weights: torch.Tensor,
 ) -> Splats:
     device = images.device
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -84,10 +86,11 @@ def _fit(
     c2w_n[:, :3, 3] = (c2w[:, :3, 3] - center) * scale
     if init_points is None:
         points = _random_points(c2w_n, K, W, H, cfg.num_points, gen)
-        colors = _sample_colors(points, images, K, c2w_n)
+        colors = _sample_colors(points, images, K, c2w_n, weights)
     else:
         points = (init_points.float().to(device) - center) * scale
-        colors = init_colors.float().to(device) if init_colors is not None else _sample_colors(points, images, K, c2w_n)
+        colors = init_colors.float().to(device) if init_colors is not None else \
+            _sample_colors(points, images, K, c2w_n, weights)
     params = _init_params(points, colors, cfg, gen)
     scene_scale = 1.1  # simple_trainer: camera extent * 1.1, and cameras are within distance 1 here
     optimizers = _optimizers(params, scene_scale, cfg.views_per_step)
@@ -119,10 +122,12 @@ def _fit(
         )
         pred = render.permute(0, 3, 1, 2)
         target = images[idx.to(device)]
-        l1 = F.l1_loss(pred, target)
-        loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(pred, target, data_range=1.0, size_average=True))
+        per_view = (1 - cfg.ssim_weight) * (pred - target).abs().mean((1, 2, 3)) + \
+            cfg.ssim_weight * (1 - ssim(pred, target, data_range=1.0, size_average=False))
         if lpips is not None:
-            loss = loss + cfg.lpips_weight * _perceptual(lpips, pred.clamp(0, 1), target)
+            per_view = per_view + cfg.lpips_weight * _perceptual(lpips, pred.clamp(0, 1), target)
+        # mean over the batch, not normalised by the weights: a batch of down-weighted views moves the splats less
+        loss = (weights[idx].to(device) * per_view).mean()
         strategy.step_pre_backward(params, optimizers, state, step, info)
         loss.backward()
         strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
@@ -147,6 +152,16 @@ def _check_inputs(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> N
         raise ValueError(f"K must be [{V},3,3] and c2w [{V},4,4], got {tuple(K.shape)} and {tuple(c2w.shape)}")
     if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
         raise ValueError("images must be finite and in [0, 1]")
+
+
+def _check_weights(view_weights: torch.Tensor | None, V: int) -> torch.Tensor:
+    """``view_weights`` as a float ``[V]`` CPU tensor (all 1 when None)."""
+    if view_weights is None:
+        return torch.ones(V)
+    w = torch.as_tensor(view_weights, dtype=torch.float32).cpu()
+    if w.shape != (V,) or not torch.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+        raise ValueError(f"view_weights must be [{V}] finite, >= 0 and not all 0, got {tuple(w.shape)}")
+    return w
 
 
 def _normalization(c2w: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -195,14 +210,18 @@ def _project_all(points: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> tu
     return project_points(points.expand(V, -1, -1), K, c2w)
 
 
-def _sample_colors(points: torch.Tensor, images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
-    """Mean image colour at each point's projection over the views that see it (grey if none)."""
+def _sample_colors(
+    points: torch.Tensor, images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, weights: torch.Tensor,
+) -> torch.Tensor:
+    """Mean image colour at each point's projection over the views that see it, weighted by the view weights
+    (grey where no view of weight > 0 sees it)."""
     V, _, H, W = images.shape
     uv, z = _project_all(points, K, c2w)
     grid = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1)[:, :, None]  # [V,P,1,2]
     rgb = F.grid_sample(images, grid, align_corners=False).squeeze(-1).permute(0, 2, 1)  # [V,P,3]
-    seen = ((z > 0) & (grid.abs() <= 1).all(-1).squeeze(-1)).float()[..., None]
-    return torch.where(seen.sum(0) > 0, (rgb * seen).sum(0) / seen.sum(0).clamp_min(1), torch.full_like(rgb[0], 0.5))
+    seen = ((z > 0) & (grid.abs() <= 1).all(-1).squeeze(-1)).float()[..., None] * weights.to(rgb)[:, None, None]
+    total = seen.sum(0)
+    return torch.where(total > 0, (rgb * seen).sum(0) / total.clamp_min(1e-12), torch.full_like(rgb[0], 0.5))
 
 
 def _init_params(points: torch.Tensor, colors: torch.Tensor, cfg: FitConfig, gen: torch.Generator):
@@ -241,12 +260,12 @@ LPIPS_MIN_SIZE = 32  # AlexNet's strides and pools leave no pixel for its last l
 
 
 def _perceptual(lpips, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean LPIPS of ``[N, 3, H, W]`` images; tiny images are upsampled (bilinear) to ``LPIPS_MIN_SIZE`` first."""
+    """LPIPS ``[N]`` of ``[N, 3, H, W]`` images; tiny images are upsampled (bilinear) to ``LPIPS_MIN_SIZE`` first."""
     if min(pred.shape[-2:]) < LPIPS_MIN_SIZE:
         h, w = pred.shape[-2:]
         size = (math.ceil(h * LPIPS_MIN_SIZE / min(h, w)), math.ceil(w * LPIPS_MIN_SIZE / min(h, w)))
         pred, target = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (pred, target))
-    return lpips(pred, target).mean()
+    return lpips(pred, target)
 
 
 def _load_lpips(cfg: FitConfig, device: torch.device):

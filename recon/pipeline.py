@@ -7,7 +7,8 @@ Stages (docs/CONTRACTS.md, "Reconstruction pipeline"):
    intrinsics of every path camera updated the same way, and the two-pass plan (F = the model's views per call).
 2. ``generate``: ``cameo.sampling.generate_trajectory``; then ``frames/NNNN.png`` (every path view in path order,
    inputs included), nerfstudio ``transforms.json`` and ``flythrough.mp4`` are written into the work folder.
-3. ``fit``: ``recon.fit.fit_gaussians`` on all path views (L1 + SSIM, optional LPIPS), in the input world frame.
+3. ``fit``: ``recon.fit.fit_gaussians`` on all path views (L1 + SSIM, optional LPIPS; generated views weighted by
+   ``generated_weight``), in the input world frame.
 4. ``export``: the standard 3DGS .ply, written atomically and only after every other stage succeeded.
 
 With ``ReconOptions.generate = False`` stages 1-2 are skipped and Gaussians are fitted to the input views alone
@@ -77,6 +78,9 @@ class ReconOptions:
     """Weight of LPIPS in the fitting loss (0 = L1 + SSIM only; > 0 needs `cameo-eval install-lpips` once).
     None: ``DEFAULT_LPIPS_WEIGHT`` (L1 + SSIM + LPIPS, as the paper fits generated views) when the LPIPS weights
     are installed, else 0 (see :func:`effective_lpips_weight`)."""
+    generated_weight: float = 1.0
+    """Loss weight of each generated view relative to an input view (1 = all views alike, as the paper fits them;
+    lower trusts the observed inputs more than the model's views)."""
     path_mode: str = "auto"
     """2 views: auto / orbit / linear. 1 view: auto (= circle) / circle / orbit / forward / sideways."""
     path_size: float = 0.15
@@ -185,10 +189,9 @@ def run_reconstruction(
         transforms = save_nerfstudio(make_frames(frames, path_K, c2w, size), work / "transforms.json")
         video = _write_video(views, work / "flythrough.mp4") if opts.write_video and opts.generate else None
     with stages("fit", "fit"):
-        fit_cfg = FitConfig(iterations=opts.fit_iterations, num_points=opts.fit_points,
-                            lpips_weight=effective_lpips_weight(opts.lpips_weight), seed=opts.seed)
-        splats = fit_gaussians(views.to(device), path_K, c2w, fit_cfg, progress=stages.report,
-                               show_progress=opts.show_progress)
+        splats = fit_gaussians(views.to(device), path_K, c2w, fit_config(opts), progress=stages.report,
+                               show_progress=opts.show_progress,
+                               view_weights=view_weights(len(c2w), input_indices, opts.generated_weight))
     with stages("export", "export"):
         ply = export_ply(splats, out_ply)
     return ReconResult(ply, work, frames, transforms, video, views, path_K, c2w, input_indices,
@@ -205,7 +208,8 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
               (opts.fit_iterations >= 1, "fit_iterations must be >= 1"),
               (opts.fit_points >= 1, "fit_points must be >= 1"), (opts.cfg > 0, "cfg must be > 0"),
               (opts.lpips_weight is None or opts.lpips_weight >= 0, "lpips_weight must be >= 0"),
-              (opts.path_size > 0, "path_size must be > 0")]
+              (opts.path_size > 0, "path_size must be > 0"),
+              (0 < opts.generated_weight < float("inf"), "generated_weight must be > 0 and finite")]
     for ok, message in checks:
         if not ok:
             raise ReconError(message)
@@ -216,6 +220,19 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
             load_lpips(FitConfig.lpips_net)
         except LPIPSWeightsMissing as err:
             raise ReconError(f"lpips_weight > 0 needs LPIPS weights: {err}") from None
+
+
+def fit_config(opts: ReconOptions) -> FitConfig:
+    """The Gaussian-fitting settings of a reconstruction with ``opts``."""
+    return FitConfig(iterations=opts.fit_iterations, num_points=opts.fit_points,
+                     lpips_weight=effective_lpips_weight(opts.lpips_weight), seed=opts.seed)
+
+
+def view_weights(num_views: int, input_indices: tuple[int, ...], generated_weight: float) -> torch.Tensor:
+    """Fitting loss weight per path view: 1 for the inputs, ``generated_weight`` for the generated views."""
+    weights = torch.full((num_views,), float(generated_weight))
+    weights[list(input_indices)] = 1.0
+    return weights
 
 
 def lpips_installed() -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -127,9 +126,29 @@ def test_bad_options_and_missing_model_write_nothing(setup, tmp_path):
     out = tmp_path / "splat.ply"
     with pytest.raises(ReconError, match="auto, orbit, linear"):
         run_reconstruction(scene, out, ReconOptions(checkpoint=model_dir, path_mode="forward"))
+    with pytest.raises(ReconError, match="generated_weight must be > 0"):
+        run_reconstruction(scene, out, ReconOptions(checkpoint=model_dir, generated_weight=0.0))
     with pytest.raises(ReconError, match="--checkpoint PATH.*cameo-train --config demo-cpu"):
         run_reconstruction(scene, out, ReconOptions(checkpoint=tmp_path / "no-model"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generated_views_get_the_generated_weight(setup, tmp_path, monkeypatch):
+    _, model_dir, scene = setup
+    seen = {}
+
+    def recording_fit(images, K, c2w, config, **kwargs):
+        seen["weights"] = kwargs["view_weights"]
+        return real_fit(images, K, c2w, config, **kwargs)
+
+    real_fit = pipeline.fit_gaussians
+    monkeypatch.setattr(pipeline, "fit_gaussians", recording_fit)
+    options = ReconOptions(checkpoint=model_dir, show_progress=False, write_video=False, generated_weight=0.25,
+                           **OPTIONS)
+    res = run_reconstruction(scene, tmp_path / "w.ply", options, pretrained=load_pretrained(model_dir, "cpu"))
+    expected = torch.full((NUM_VIEWS + 2,), 0.25)
+    expected[list(res.input_indices)] = 1.0
+    torch.testing.assert_close(seen["weights"], expected, atol=0, rtol=0)
 
 
 def test_same_seed_same_result(result, setup, tmp_path):

@@ -92,6 +92,28 @@ def test_recon_fit_is_deterministic_and_scale_invariant():
     torch.testing.assert_close(render(big, K, c2w_big, 24, 24), render(a, K, c2w, 24, 24), atol=2e-3, rtol=0)
 
 
+def test_view_weights_scale_each_views_pull_on_the_splats():
+    """A view weighted 0 has no say (its image can be anything); weighted 1 it has; all-1 weights = the plain loss."""
+    torch.set_num_threads(1)  # small ops: one thread is faster on a shared machine
+    truth = _ground_truth(seed=4)
+    K, c2w = _cameras(3, 16)
+    images = render(truth, K, c2w, 16, 16)
+    other = images.clone()
+    other[2] = 1.0  # a wrong (all-white) image for view 2
+    cfg = FitConfig(iterations=8, num_points=200, views_per_step=2, random_background=False, seed=5)
+
+    def fit(imgs: torch.Tensor, weights: torch.Tensor | None) -> Splats:
+        return fit_gaussians(imgs, K, c2w, cfg, show_progress=False, view_weights=weights)
+
+    muted = torch.tensor([1.0, 1.0, 0.0])
+    torch.testing.assert_close(fit(images, muted).sh0, fit(other, muted).sh0, atol=0, rtol=0)
+    assert not torch.equal(fit(images, torch.ones(3)).sh0, fit(other, torch.ones(3)).sh0)
+    torch.testing.assert_close(fit(other, torch.ones(3)).means, fit(other, None).means, atol=0, rtol=0)
+    for bad in (torch.ones(4), torch.tensor([1, -1, 1.]), torch.zeros(3), torch.tensor([1, float("nan"), 1])):
+        with pytest.raises(ValueError, match="view_weights"):
+            fit(images, bad)
+
+
 def test_default_lpips_weight_follows_the_installed_weights(tmp_path, monkeypatch):
     """The paper's L1 + SSIM + LPIPS by default when LPIPS is installed; L1 + SSIM (not an error) when it is not."""
     from recon.pipeline import DEFAULT_LPIPS_WEIGHT, effective_lpips_weight, lpips_installed
