@@ -107,3 +107,13 @@ def test_train_bad_config_names_file_and_field(tmp_path):
 
 def test_train_config_dir_holds_the_shipped_configs():
     assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == sorted(SHIPPED)
+
+
+def test_lr_factor_warms_up_holds_and_decays_to_zero_at_the_end():
+    from cameo.train.loop import lr_factor
+
+    constant = [lr_factor(s, 4, 20, 0) for s in range(20)]
+    assert constant[:5] == [0.0, 0.25, 0.5, 0.75, 1.0] and set(constant[4:]) == {1.0}
+    decayed = [lr_factor(s, 4, 20, 8) for s in range(20)]
+    assert decayed[:12] == constant[:12]  # untouched before the last 8 steps: a run extended with decay resumes
+    assert decayed[12:] == [(20 - s) / 8 for s in range(12, 20)] and decayed[-1] > 0 == lr_factor(20, 4, 20, 8)

@@ -99,6 +99,9 @@ class OptimConfig:
     """Linear learning-rate warm-up steps (the paper uses a constant rate: 0)."""
     max_steps: int = 1000
     """Optimiser steps to train."""
+    decay_steps: int = 0
+    """Linear decay of the learning rate to 0 over the last ``decay_steps`` optimiser steps (0: constant after the
+    warm-up, as the paper)."""
     ema_decay: float = 0.0
     """Decay of an exponential moving average of the UNet weights (diffusers ``EMAModel``); 0 disables it. With it,
     validation, snapshots and exports use the averaged weights, which sample cleaner than the last iterate."""

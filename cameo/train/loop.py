@@ -16,7 +16,6 @@ from safetensors.torch import load_file, save_file
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
-from diffusers.optimization import get_constant_schedule_with_warmup
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -65,6 +64,15 @@ def make_noise_scheduler(cfg: TrainConfig) -> DDPMScheduler:
     )
 
 
+def lr_factor(step: int, warmup: int, max_steps: int, decay: int) -> float:
+    """Learning-rate multiplier at optimiser step ``step``: linear warm-up from 0 over ``warmup`` steps, 1, then
+    (``decay`` > 0) linear decay to 0 over the last ``decay`` steps before ``max_steps``."""
+    factor = step / warmup if step < warmup else 1.0
+    if decay > 0:
+        factor *= min(1.0, max(max_steps - step, 0) / decay)
+    return factor
+
+
 def train(
     cfg: TrainConfig,
     build: Callable[[TrainConfig, Accelerator], Components],
@@ -98,7 +106,9 @@ def train(
     optimizer = torch.optim.AdamW(
         params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
-    lr_schedule = get_constant_schedule_with_warmup(optimizer, cfg.optim.warmup_steps)
+    # accelerate steps a prepared scheduler once per process per optimiser step: the factor undoes that
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda count: lr_factor(
+        count // accelerator.num_processes, cfg.optim.warmup_steps, cfg.optim.max_steps, cfg.optim.decay_steps))
     prepared = accelerator.prepare(*modules, optimizer, lr_schedule)
     unet, cameo = prepared[0], (prepared[1] if own_params else parts.cameo)
     optimizer, lr_schedule = prepared[-2], prepared[-1]
