@@ -106,9 +106,9 @@ def train(
     optimizer = torch.optim.AdamW(
         params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
-    # accelerate steps a prepared scheduler once per process per optimiser step: the factor undoes that
+    # stepped once per optimiser step (the Accelerator has step_scheduler_with_optimizer=False): count = step
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda count: lr_factor(
-        count // accelerator.num_processes, cfg.optim.warmup_steps, cfg.optim.max_steps, cfg.optim.decay_steps))
+        count, cfg.optim.warmup_steps, cfg.optim.max_steps, cfg.optim.decay_steps))
     prepared = accelerator.prepare(*modules, optimizer, lr_schedule)
     unet, cameo = prepared[0], (prepared[1] if own_params else parts.cameo)
     optimizer, lr_schedule = prepared[-2], prepared[-1]
