@@ -1,0 +1,1 @@
+"""Geometry from the inputs: two-view stereo depth, fused point clouds and forward-warped renders."""
