@@ -19,7 +19,7 @@ from PIL import Image
 from app.camera_fields import RELATIVE_POSE_MODES, CameraFields
 from app.examples import DEFAULT_EXAMPLES_DIR, Example, find_examples
 from app.inputs import DEFAULT_MAX_PIXELS, InputError, build_scene
-from app.model import ModelHolder
+from app.model_loader import ModelHolder
 from app.outputs import start_viewer, zip_views
 from app.workspace import Workspaces
 from cameo.scene import SceneError

@@ -21,7 +21,8 @@ from accelerate.utils import set_seed
 
 from cameo.cameras import look_at
 from cameo.model import build_model, get_spec
-from cameo.train.build import CameoObjective, cameo_layer_name, multiview_forward
+from cameo.train.model_setup import cameo_layer_name
+from cameo.train.objective import CameoObjective, multiview_forward
 from cameo.train.config import TrainConfig
 from cameo.train.loop import _losses, make_noise_scheduler
 from cameo.train.step import step_generator

@@ -23,7 +23,7 @@ def test_train_shipped_configs_load_and_round_trip(name, tmp_path):
 
 
 def test_train_benchmark_baseline_is_the_cameo_arm_without_cameo():
-    from cameo.train.build import autoencoder_dir
+    from cameo.train.codec_setup import autoencoder_dir
 
     base, cameo = load_config("bench-baseline"), load_config("bench-cameo")
     assert not base.cameo.enabled and cameo.cameo.enabled
@@ -49,7 +49,7 @@ def test_train_demo_config_is_the_paper_cameo_on_lossless_pixels():
     """The bundled model's config: CAMEO at the paper's layer / lambda / tau on the demo-cpu UNet in x2
     space-to-depth pixel space (no autoencoder stage), with the head averaging the attention heads."""
     from cameo.model import get_spec
-    from cameo.train.build import autoencoder_dir, load_frozen_codec
+    from cameo.train.codec_setup import autoencoder_dir, load_frozen_codec
 
     demo, arm = load_config("demo-cpu"), load_config("bench-cameo")
     assert demo.cameo.enabled and (demo.cameo.layer, demo.cameo.weight, demo.cameo.tau) == ("10", 0.02, 1.5)

@@ -15,7 +15,8 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from safetensors.torch import load_file
 
 from cameo.model import MultiViewUNet
-from cameo.train.build import build_components, model_spec
+from cameo.train.assemble import build_components
+from cameo.train.model_setup import model_spec
 from cameo.train.cli import main
 from cameo.train.config import load_config
 from cameo.model import build_model

@@ -30,7 +30,7 @@ def train_autoencoder(cfg: TrainConfig, accelerator) -> Path:
 
     ``accelerator``: an ``Accelerator`` or ``PartialState`` (device, main process); one process trains it.
     """
-    from cameo.train.build import autoencoder_dir
+    from cameo.train.codec_setup import autoencoder_dir
 
     folder = autoencoder_dir(cfg)
     if folder is None:

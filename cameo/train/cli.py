@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from accelerate import PartialState
 
         from cameo.train.autoencoder import train_autoencoder
-        from cameo.train.build import autoencoder_dir, build_components, model_spec, psnr_validation
+        from cameo.train.assemble import build_components
+        from cameo.train.codec_setup import autoencoder_dir
+        from cameo.train.model_setup import model_spec
+        from cameo.train.validation import psnr_validation
         from cameo.train.data import ensure_data
         from cameo.train.loop import train
 

@@ -29,7 +29,8 @@ from cameo.train.checkpoint import (
 from cameo.train.components import Components
 from cameo.train.config import TrainConfig, dump_config
 from cameo.train.ema import EMA_WEIGHTS, averaged_weights, make_ema, save_ema
-from cameo.train.sampler import StreamBatchSampler
+from cameo.train.batch_order import StreamBatchSampler
+from cameo.train.priors import training_priors
 from cameo.train.step import (
     camera_conditioning,
     camera_dropout,
@@ -247,9 +248,12 @@ def _losses(
     plucker = camera_conditioning(batch["c2w"].to(device), batch["K"].to(device), height, width)
     clean = batch["latents"].to(device) if "latents" in batch else _to_model_space(parts, images)
     noised = noise_targets(clean, ref_mask, scheduler, gen)
+    uses_prior = getattr(accelerator.unwrap_model(unet), "uses_prior", False)
+    extra = {"prior": training_priors(batch, ref_mask, cfg.prior, gen).to(device)} if uses_prior else {}
     ref_mask, drop = ref_mask.to(device), drop.to(device)
     with accelerator.autocast():
-        prediction, attention = parts.forward(unet, noised.noisy, noised.timesteps, plucker, ref_mask, drop, use_cameo)
+        prediction, attention = parts.forward(unet, noised.noisy, noised.timesteps, plucker, ref_mask, drop, use_cameo,
+                                              **extra)
     loss_denoise = denoising_loss(prediction, noised.target, ref_mask)
     terms = {"loss_denoise": loss_denoise}
     loss = loss_denoise
@@ -343,7 +347,7 @@ def export_run(cfg: TrainConfig, out: str | Path | None = None, half: bool = Fal
 
     ``half`` stores the weights as float16 safetensors; loaders cast them back to float32.
     """
-    from cameo.train.build import autoencoder_dir
+    from cameo.train.codec_setup import autoencoder_dir
 
     run_dir = Path(cfg.output_dir)
     checkpoint = latest_checkpoint(run_dir)

@@ -1,0 +1,35 @@
+"""Assembles the real training components of a config (model, codec, CAMEO objective, data) for ``cameo-train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from cameo.model import build_model
+from cameo.train.codec_setup import autoencoder_dir, load_frozen_codec
+from cameo.train.components import Components
+from cameo.train.config import TrainConfig
+from cameo.train.data import open_datasets
+from cameo.train.model_setup import model_spec, warm_start
+from cameo.train.objective import CameoObjective, multiview_forward
+
+
+def build_components(cfg: TrainConfig, accelerator: Accelerator) -> Components:
+    """Model, codec, CAMEO objective and datasets of ``cfg`` (used by ``cameo-train``)."""
+    spec = model_spec(cfg)
+    model = build_model(spec, cfg.model.pretrained, cameo_head=cfg.cameo.head)
+    if cfg.model.init_from:
+        warm_start(model, Path(cfg.model.init_from))
+    codec = load_frozen_codec(cfg, accelerator.device)
+    train_set, val_set = open_datasets(cfg.data, cfg.seed, accelerator)
+    folder = autoencoder_dir(cfg)
+    return Components(
+        unet=model,
+        forward=multiview_forward(spec.cameo_layer),
+        train_set=train_set,
+        val_set=val_set,
+        cameo=CameoObjective(model, cfg.cameo.tau, cfg.cameo.loss) if cfg.cameo.enabled else None,
+        codec=codec,
+        export_folders={"vae": folder} if folder is not None else {},
+    )
