@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,55 @@ def lr_factor(step: int, warmup: int, max_steps: int, decay: int) -> float:
     return factor
 
 
+@dataclass
+class _Run:
+    """What every step of one ``train`` call works with: the prepared model, optimiser and schedules."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    accelerator: Accelerator
+    parts: Components
+    noise_scheduler: DDPMScheduler
+    use_cameo: bool
+    modules: list[torch.nn.Module]
+    params: list[torch.nn.Parameter]
+    unet: torch.nn.Module
+    cameo: Any
+    optimizer: Any  # accelerate's wrappers of the AdamW optimiser and the LambdaLR schedule
+    lr_schedule: Any
+    previous: Path | None
+    plain_unet: torch.nn.Module
+    """The UNet without accelerate's wrappers (what the moving average and the exports see)."""
+    ema: Any = None
+
+
+class _LossWindow:
+    """Loss terms of the micro-steps since the last log record, and when that window started."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.values: dict[str, list[float]] = {"loss": [], "loss_denoise": [], "loss_cameo": []}
+        self.start = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for key, value in terms.items():
+            self.values[key].append(float(value.detach()))
+
+    def means(self) -> dict[str, float]:
+        return {k: sum(v) / len(v) for k, v in self.values.items() if v}
+
+    def record(self, run: _Run, nan_skips: int) -> dict[str, Any]:
+        """The log record of the window (means over processes, learning rate, speed); starts a new window."""
+        record: dict[str, Any] = _reduce_means(run.accelerator, self.means())
+        elapsed = time.perf_counter() - self.start
+        record |= {"lr": run.lr_schedule.get_last_lr()[0], "nan_skips": nan_skips,
+                   "steps_per_s": len(self.values["loss"]) / run.cfg.optim.grad_accum / max(elapsed, 1e-9)}
+        self._reset()
+        return record
+
+
 def train(
     cfg: TrainConfig,
     build: Callable[[TrainConfig, Accelerator], Components],
@@ -86,6 +136,41 @@ def train(
     ``build`` creates the model and data (after seeding, so initial weights are deterministic). With ``resume``
     training continues from the newest complete checkpoint exactly as if it had never stopped.
     """
+    run = _start(cfg, build, resume)
+    state = _initial_state(run)
+    run.ema = make_ema(cfg, run.plain_unet, run.previous, state["step"])
+    if run.previous is not None and run.accelerator.is_main_process and _snapshot_due(cfg, state["step"]):
+        missed = snapshot_dir(run.run_dir, state["step"])
+        if not missed.exists():  # killed between the checkpoint and its snapshot export
+            export_model(run.previous, missed, cfg, run.parts.export_folders)
+    rank, world = run.accelerator.process_index, run.accelerator.num_processes
+    sampler = StreamBatchSampler(len(run.parts.train_set), cfg.optim.batch_size, cfg.seed, rank, world,
+                                 start=state["micro_step"])
+    batches = iter(DataLoader(run.parts.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers))
+    bar = tqdm(total=cfg.optim.max_steps, initial=state["step"], desc=cfg.name, dynamic_ncols=True,
+               disable=not run.accelerator.is_main_process)
+    window = _LossWindow()
+    while state["step"] < cfg.optim.max_steps:
+        step_start = time.perf_counter()
+        if not _optimizer_step(run, state, batches, window):
+            state["nan_skips"] += 1
+        state["step"] += 1
+        # wall time of the optimiser steps over all sessions of the run (resumes add up; validation excluded)
+        state["train_seconds"] = state.get("train_seconds", 0.0) + time.perf_counter() - step_start
+        bar.update(1)
+        bar.set_postfix({k.replace("loss_", ""): f"{v:.4f}" for k, v in window.means().items()}
+                        | {"nan": state["nan_skips"]})
+        _after_step(run, state, window, validate)
+        if stop_after is not None and state["step"] >= stop_after and state["step"] != cfg.optim.max_steps:
+            bar.close()
+            raise TrainingInterrupted(f"stopped after step {state['step']}")
+    bar.close()
+    return _finish(run, state)
+
+
+def _start(cfg: TrainConfig, build: Callable[[TrainConfig, Accelerator], Components], resume: bool) -> _Run:
+    """The accelerator, the run's components (built after seeding), the optimiser and the learning-rate schedule,
+    prepared by accelerate; refuses a run folder with checkpoints unless ``resume``."""
     run_dir = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
@@ -111,111 +196,97 @@ def train(
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda count: lr_factor(
         count, cfg.optim.warmup_steps, cfg.optim.max_steps, cfg.optim.decay_steps))
     prepared = accelerator.prepare(*modules, optimizer, lr_schedule)
-    unet, cameo = prepared[0], (prepared[1] if own_params else parts.cameo)
-    optimizer, lr_schedule = prepared[-2], prepared[-1]
     register_model_io(accelerator, ["unet", "cameo_head"][: len(modules)])
+    return _Run(cfg, run_dir, accelerator, parts, noise_scheduler, use_cameo, modules, params, unet=prepared[0],
+                cameo=prepared[1] if own_params else parts.cameo, optimizer=prepared[-2], lr_schedule=prepared[-1],
+                previous=previous, plain_unet=accelerator.unwrap_model(prepared[0]))
 
+
+def _initial_state(run: _Run) -> dict[str, Any]:
+    """The trainer state: restored (with the weights, optimiser and RNG) from the previous checkpoint, or fresh
+    (the run folder and its config written)."""
     state: dict[str, Any] = {"step": 0, "micro_step": 0, "nan_skips": 0, "metrics": {}, "train_seconds": 0.0}
-    if previous is not None:
-        state = load_checkpoint(accelerator, previous)
-        if accelerator.is_main_process:
-            _truncate_metrics(run_dir / METRICS, state["step"])
-    elif accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
-    plain_unet = accelerator.unwrap_model(unet)
-    ema = make_ema(cfg, plain_unet, previous, state["step"])
-    if previous is not None and accelerator.is_main_process and _snapshot_due(cfg, state["step"]):
-        missed = snapshot_dir(run_dir, state["step"])
-        if not missed.exists():  # killed between the checkpoint and its snapshot export
-            export_model(previous, missed, cfg, parts.export_folders)
+    if run.previous is not None:
+        state = load_checkpoint(run.accelerator, run.previous)
+        if run.accelerator.is_main_process:
+            _truncate_metrics(run.run_dir / METRICS, state["step"])
+    elif run.accelerator.is_main_process:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run.run_dir / "config.yaml", dump_config(run.cfg))
+    return state
 
-    sampler = StreamBatchSampler(
-        len(parts.train_set), cfg.optim.batch_size, cfg.seed,
-        accelerator.process_index, accelerator.num_processes, start=state["micro_step"],
-    )
-    batches = iter(DataLoader(parts.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers))
+
+def _optimizer_step(run: _Run, state: dict[str, Any], batches: Iterator[dict[str, Any]], window: _LossWindow) -> bool:
+    """``grad_accum`` micro-steps and one optimiser step; False when a non-finite loss on any process skipped it."""
+    cfg, accelerator = run.cfg, run.accelerator
+    step_ok = True
+    for _ in range(cfg.optim.grad_accum):
+        batch = next(batches)
+        gen = step_generator(cfg.seed, state["micro_step"], accelerator.process_index)
+        with accelerator.accumulate(*run.modules):
+            terms = _losses(cfg, run.parts, run.unet, run.cameo, batch, gen, run.noise_scheduler, accelerator,
+                            run.use_cameo)
+            loss = terms["loss"]
+            finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "sum")
+            micro_ok = bool(finite.item() == accelerator.num_processes)
+            step_ok &= micro_ok
+            if micro_ok:
+                accelerator.backward(loss)
+                window.add(terms)
+            if accelerator.sync_gradients:
+                if step_ok:
+                    if cfg.optim.max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(run.params, cfg.optim.max_grad_norm)
+                    run.optimizer.step()
+                    run.lr_schedule.step()
+                    if run.ema is not None:
+                        run.ema.step(run.plain_unet.parameters())
+                run.optimizer.zero_grad(set_to_none=True)
+        state["micro_step"] += 1
+    return step_ok
+
+
+def _after_step(run: _Run, state: dict[str, Any], window: _LossWindow, validate: Validator | None) -> None:
+    """The log record (every ``log_every`` steps), validation, checkpoint and snapshot export due at this step."""
+    cfg, step = run.cfg, state["step"]
+    last = step == cfg.optim.max_steps
+    record = window.record(run, state["nan_skips"]) if step % cfg.log_every == 0 or last else {}
+    if validate is not None and cfg.val_every and (step % cfg.val_every == 0 or last):
+        with averaged_weights(run.ema, run.plain_unet):
+            record |= _run_validation(cfg, run.accelerator, run.unet, run.parts, run.noise_scheduler, validate)
+    if record:
+        record = {"step": step, **record}
+        state["metrics"] = record
+        if run.accelerator.is_main_process:
+            with open(run.run_dir / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+    snapshot_due = _snapshot_due(cfg, step)
+    if step % cfg.checkpoint_every == 0 or last or snapshot_due:
+        _save(run, state)
+    if snapshot_due and run.accelerator.is_main_process:
+        export_model(latest_checkpoint(run.run_dir), snapshot_dir(run.run_dir, step), cfg, run.parts.export_folders)
+
+
+def _save(run: _Run, state: dict[str, Any]) -> None:
+    """An atomic checkpoint of the run at ``state["step"]``, with the noise schedule and the moving average."""
 
     def extra(folder: Path) -> None:
-        noise_scheduler.save_pretrained(folder / "scheduler")
-        if ema is not None:
-            save_ema(ema, plain_unet, folder)
+        run.noise_scheduler.save_pretrained(folder / "scheduler")
+        if run.ema is not None:
+            save_ema(run.ema, run.plain_unet, folder)
 
-    def save(step_state: dict[str, Any]) -> None:
-        save_checkpoint(accelerator, run_dir, step_state["step"], step_state, cfg.keep_checkpoints, extra=extra)
+    save_checkpoint(run.accelerator, run.run_dir, state["step"], state, run.cfg.keep_checkpoints, extra=extra)
 
-    bar = tqdm(total=cfg.optim.max_steps, initial=state["step"], desc=cfg.name, dynamic_ncols=True,
-               disable=not accelerator.is_main_process)
-    window: dict[str, list[float]] = {"loss": [], "loss_denoise": [], "loss_cameo": []}
-    window_start = time.perf_counter()
-    while state["step"] < cfg.optim.max_steps:
-        step_start = time.perf_counter()
-        step_ok = True
-        for _ in range(cfg.optim.grad_accum):
-            batch = next(batches)
-            gen = step_generator(cfg.seed, state["micro_step"], accelerator.process_index)
-            with accelerator.accumulate(*modules):
-                terms = _losses(cfg, parts, unet, cameo, batch, gen, noise_scheduler, accelerator, use_cameo)
-                loss = terms["loss"]
-                finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "sum")
-                micro_ok = bool(finite.item() == accelerator.num_processes)
-                step_ok &= micro_ok
-                if micro_ok:
-                    accelerator.backward(loss)
-                    for k, v in terms.items():
-                        window[k].append(float(v.detach()))
-                if accelerator.sync_gradients:
-                    if step_ok:
-                        if cfg.optim.max_grad_norm is not None:
-                            accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
-                        optimizer.step()
-                        lr_schedule.step()
-                        if ema is not None:
-                            ema.step(plain_unet.parameters())
-                    optimizer.zero_grad(set_to_none=True)
-            state["micro_step"] += 1
-        if not step_ok:
-            state["nan_skips"] += 1
-        state["step"] += 1
-        # wall time of the optimiser steps over all sessions of the run (resumes add up; validation excluded)
-        state["train_seconds"] = state.get("train_seconds", 0.0) + time.perf_counter() - step_start
-        bar.update(1)
-        means = {k: sum(v) / len(v) for k, v in window.items() if v}
-        bar.set_postfix({k.replace("loss_", ""): f"{v:.4f}" for k, v in means.items()} | {"nan": state["nan_skips"]})
-        last = state["step"] == cfg.optim.max_steps
-        record: dict[str, Any] = {}
-        if state["step"] % cfg.log_every == 0 or last:
-            record = _reduce_means(accelerator, means)
-            elapsed = time.perf_counter() - window_start
-            record |= {"lr": lr_schedule.get_last_lr()[0], "nan_skips": state["nan_skips"],
-                       "steps_per_s": len(window["loss"]) / cfg.optim.grad_accum / max(elapsed, 1e-9)}
-            window = {k: [] for k in window}
-            window_start = time.perf_counter()
-        if validate is not None and cfg.val_every and (state["step"] % cfg.val_every == 0 or last):
-            with averaged_weights(ema, plain_unet):
-                record |= _run_validation(cfg, accelerator, unet, parts, noise_scheduler, validate)
-        if record:
-            record = {"step": state["step"], **record}
-            state["metrics"] = record
-            if accelerator.is_main_process:
-                with open(run_dir / METRICS, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-        snapshot_due = _snapshot_due(cfg, state["step"])
-        if state["step"] % cfg.checkpoint_every == 0 or last or snapshot_due:
-            save(state)
-        if snapshot_due and accelerator.is_main_process:
-            export_model(latest_checkpoint(run_dir), snapshot_dir(run_dir, state["step"]), cfg, parts.export_folders)
-        if stop_after is not None and state["step"] >= stop_after and not last:
-            bar.close()
-            raise TrainingInterrupted(f"stopped after step {state['step']}")
-    bar.close()
-    if previous is None and cfg.optim.max_steps == 0:
-        save(state)  # nothing trained: the export still needs a checkpoint to copy
-    export = run_dir / EXPORT
-    if accelerator.is_main_process:
-        export_model(latest_checkpoint(run_dir), export, cfg, parts.export_folders)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+
+def _finish(run: _Run, state: dict[str, Any]) -> Path:
+    """Export the newest checkpoint to ``<output_dir>/model`` (main process) and end the accelerate session."""
+    if run.previous is None and run.cfg.optim.max_steps == 0:
+        _save(run, state)  # nothing trained: the export still needs a checkpoint to copy
+    export = run.run_dir / EXPORT
+    if run.accelerator.is_main_process:
+        export_model(latest_checkpoint(run.run_dir), export, run.cfg, run.parts.export_folders)
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
     return export
 
 
