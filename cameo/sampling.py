@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from cameo.cameras import normalize_cameras, plucker_rays
 from cameo.model.codec import LatentCodec
+from cameo.priors import render_priors, set_reference_priors, views_prior
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction of work done, in [0, 1]."""
@@ -65,10 +66,13 @@ def denoise(
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     noise: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DDIM-sample the target views of ``clean [B,F,C,h,w]`` (only its reference views are read).
 
-    ``ref_mask [B,F]`` marks references, ``plucker [B,F,6,H,W]`` the normalised camera rays. Returns the latents
+    ``ref_mask [B,F]`` marks references, ``plucker [B,F,6,H,W]`` the normalised camera rays, ``prior [B,F,4,H,W]``
+    the warped-reference prior of models that take one (dropped with the camera in the unconditional branch).
+    Returns the latents
     ``[B,F,C,h,w]`` with the references unchanged. Initial noise is drawn on the CPU from ``generator`` so results
     depend only on the seed, not on the device; ``noise`` (shaped like ``clean``) overrides the draw.
     """
@@ -87,12 +91,13 @@ def denoise(
     reps = 2 if guided else 1
     drop = torch.arange(reps * b, device=device) >= b
     mask_in, plucker_in = ref_mask.repeat(reps, 1), plucker.repeat(reps, 1, 1, 1, 1)
+    prior_in = None if prior is None else prior.to(device).repeat(reps, 1, 1, 1, 1)
     scheduler.set_timesteps(steps, device=device)
     for i, t in enumerate(scheduler.timesteps):
         timesteps = torch.where(ref_mask, torch.zeros_like(t), t).long()
         with torch.no_grad():
             pred = model(x.repeat(reps, 1, 1, 1, 1), timesteps.repeat(reps, 1), plucker_in, mask_in,
-                         drop if guided else None)
+                         drop if guided else None, prior_in)
         if guided:
             cond, uncond = pred.chunk(2)
             pred = uncond + cfg * (cond - uncond)
@@ -128,11 +133,14 @@ def sample_views(
     seed: int = 0,
     schedule: DDPMScheduler | dict | None = None,
     progress: ProgressFn | None = None,
+    ref_depth: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate ``M`` target views from ``N`` posed references in one joint sample.
 
     ``ref_images [N,3,H,W]`` in [0, 1]; ``*_K`` pixel intrinsics of ``H x W`` images; ``*_c2w`` OpenCV
     camera-to-world (any world frame and scale: cameras are normalised here relative to the first reference).
+    ``ref_depth [N,H,W]`` (z, NaN invalid): the references' depth, warped into the targets as the prior of models
+    that take one (None: targets get an empty prior; ignored by models without a prior).
     ``schedule``: the model's training schedule (default: :func:`default_training_schedule` with the model's
     ``config.prediction_type``). Returns ``[M,3,H,W]`` in [0, 1].
     """
@@ -150,9 +158,14 @@ def sample_views(
     clean[0, :n] = ref_latents
     ref_mask = (torch.arange(n + m, device=device) < n)[None]
     plucker = normalized_plucker(torch.cat([ref_c2w, target_c2w]), torch.cat([ref_K, target_K]), height, width)
+    prior = None
+    if getattr(model, "uses_prior", False):
+        all_K, all_c2w = torch.cat([ref_K, target_K]).float(), torch.cat([ref_c2w, target_c2w]).float()
+        prior = views_prior(ref_images.float().cpu(), None if ref_depth is None else ref_depth.float().cpu(),
+                            ref_K.float(), ref_c2w.float(), all_K, all_c2w, ref_mask[0].cpu(), height, width)[None]
     generator = torch.Generator().manual_seed(seed)
     latents = denoise(model, ddim_from_training(schedule), clean, ref_mask, plucker[None].to(device), steps, cfg,
-                      generator, progress)
+                      generator, progress, prior=prior)
     with torch.no_grad():
         images = codec.decode(latents[0, n:])
     return images.float().clamp(0, 1).cpu()
@@ -204,6 +217,20 @@ def _plan_jobs(plan: TrajectoryPlan, num_views: int) -> list[list[_Job]]:
     return jobs
 
 
+def _path_priors(
+    model: torch.nn.Module, cloud: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None,
+    K: torch.Tensor, c2w: torch.Tensor, height: int, width: int,
+) -> torch.Tensor | None:
+    """Priors ``[V,4,H,W]`` of every path view (None for models without a prior; empty without a cloud)."""
+    if not getattr(model, "uses_prior", False):
+        return None
+    if cloud is None:
+        return torch.zeros(K.shape[0], 4, height, width)
+    points, colors, sizes = cloud
+    return render_priors(points.cpu(), colors.cpu(), None if sizes is None else sizes.cpu(), K.cpu(), c2w.cpu(),
+                         height, width)
+
+
 def generate_trajectory(
     model: torch.nn.Module,
     codec: LatentCodec,
@@ -218,6 +245,7 @@ def generate_trajectory(
     groups_per_batch: int = 4,
     progress: ProgressFn | None = None,
     show_progress: bool = True,
+    cloud: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Generate every view of a camera path with a multi-pass group plan (trajectories.plan.plan_generation).
 
@@ -226,7 +254,10 @@ def generate_trajectory(
     encoded inputs or latents generated in an earlier pass) followed by its targets, with cameras normalised
     relative to the group's first conditioning view. Groups of a pass with the same shape are batched
     ``groups_per_batch`` at a time; each group's noise comes from its own seed, so batching does not change results.
-    Returns all ``V`` images ``[V,3,H,W]`` in [0, 1] (the inputs as given).
+    ``cloud``: (points ``[N,3]``, colours ``[N,3]``, world radii ``[N]`` or None) of the inputs in the path's world
+    frame, rendered into every path view as the prior of models that take one (None: empty priors); conditioning
+    views see themselves (inputs, or views generated in an earlier pass). Returns all ``V`` images ``[V,3,H,W]``
+    in [0, 1] (the inputs as given).
     """
     if input_images.ndim != 4 or input_images.shape[1] != 3:
         raise ValueError(f"input_images must be [N,3,H,W], got {tuple(input_images.shape)}")
@@ -245,6 +276,9 @@ def generate_trajectory(
         first = codec.encode(input_images.to(device))
     latents = torch.zeros((num_views, *first.shape[1:]), device=device, dtype=first.dtype)
     latents[inputs] = first
+    images = torch.zeros(num_views, 3, height, width)
+    images[inputs] = input_images.float().cpu()
+    priors = _path_priors(model, cloud, K_all, c2w_all, height, width)
     total, finished = sum(len(p) for p in jobs), 0
     bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
     for pass_jobs in jobs:
@@ -259,6 +293,8 @@ def generate_trajectory(
                 clean[:, n_cond:] = 0
                 ref_mask = (torch.arange(views.shape[1], device=device) < n_cond).expand(len(batch), -1)
                 plucker = normalized_plucker(c2w_all[views], K_all[views], height, width).to(device)
+                prior = None if priors is None else set_reference_priors(priors[views], images[views],
+                                                                         ref_mask.cpu())
                 noise = torch.stack([
                     torch.randn(clean.shape[1:], generator=torch.Generator().manual_seed(
                         seed * 1_000_003 + 1000 * job.pass_index + job.group_index))
@@ -268,15 +304,13 @@ def generate_trajectory(
                     if progress is not None:
                         progress((done + fraction * size) / total)
 
-                out = denoise(model, scheduler, clean, ref_mask, plucker, steps, cfg, progress=report, noise=noise)
-                latents[views[:, n_cond:].to(device)] = out[:, n_cond:]
+                out = denoise(model, scheduler, clean, ref_mask, plucker, steps, cfg, progress=report, noise=noise,
+                              prior=prior)
+                targets = views[:, n_cond:].reshape(-1)
+                latents[targets.to(device)] = out[:, n_cond:].flatten(0, 1)
+                with torch.no_grad():
+                    images[targets] = codec.decode(out[:, n_cond:].flatten(0, 1)).float().clamp(0, 1).cpu()
                 finished += len(batch)
                 bar.update(len(batch))
     bar.close()
-    generated = [i for i in range(num_views) if i not in set(inputs)]
-    images = torch.zeros(num_views, 3, height, width)
-    images[inputs] = input_images.float().cpu()
-    with torch.no_grad():
-        decoded = torch.cat([codec.decode(latents[chunk]) for chunk in torch.tensor(generated).split(16)])
-    images[generated] = decoded.float().clamp(0, 1).cpu()
     return images

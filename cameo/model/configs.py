@@ -1,4 +1,5 @@
-"""Registry of model configurations by name: ``sd21`` (paper scale) and small CPU ones (``demo-cpu``, ``demo-cpu-pixel``, ``tiny``).
+"""Registry of model configurations by name: ``sd21`` (paper scale) and small CPU ones (``demo-cpu``,
+``demo-cpu-pixel``, ``demo-cpu-prior``, ``tiny``).
 
 All keep SD2.1's block structure and module naming (4 down blocks, mid, 4 up blocks, ``attn1`` self-attention), so
 layer names such as ``up_blocks.2.attentions.0.transformer_blocks.0.attn1`` mean the same place in every config.
@@ -38,6 +39,9 @@ class ModelSpec:
     pixel_shift: float = 0.0
     """``pixel`` codec: (x - shift) * scale of the [-1, 1] pixels, set from the training data's mean and std."""
     pixel_scale: float = 1.0
+    prior_injection: str | None = None
+    """Warped-reference prior (``MultiViewUNet`` ``prior_injection``): None (camera only, CAT3D), "input",
+    "encoder" or "both"."""
     description: str = ""
 
     @property
@@ -79,6 +83,31 @@ _DEMO_CPU = ModelSpec(
     description="64x64 images, x2 AutoencoderKL -> 32x32x4 latent, 2-core CPU training (the benchmark's).",
 )
 
+_TINY = ModelSpec(
+    name="tiny",
+    image_size=16,
+    codec="pixel",
+    latent_channels=3,
+    latent_downsample=1,
+    block_out_channels=(16, 16, 32, 32),
+    num_heads=(2, 2, 4, 4),
+    layers_per_block=2,
+    camera_channels=(8,),
+    norm_num_groups=8,
+    description="Pixel-space toy for tests (seconds on CPU).",
+)
+
+_DEMO_CPU_PIXEL = replace(
+    _DEMO_CPU,
+    name="demo-cpu-pixel",
+    codec="pixel",
+    latent_channels=12,  # 3 colours x 2 x 2 pixels
+    # mean -0.312 and std 0.391 of the [-1, 1] pixels of 308 demo-cpu training samples (objects + rooms)
+    pixel_shift=-0.31,
+    pixel_scale=2.5,
+    description="demo-cpu's UNet on lossless x2 space-to-depth pixels (32x32x12): the CAT3D-style CPU model.",
+)
+
 MODEL_CONFIGS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -95,29 +124,16 @@ MODEL_CONFIGS: dict[str, ModelSpec] = {
             description="Full SD2.1 topology (paper scale); initialise from a local SD2.1 diffusers folder.",
         ),
         _DEMO_CPU,
+        _DEMO_CPU_PIXEL,
         replace(
-            _DEMO_CPU,
-            name="demo-cpu-pixel",
-            codec="pixel",
-            latent_channels=12,  # 3 colours x 2 x 2 pixels
-            # mean -0.312 and std 0.391 of the [-1, 1] pixels of 308 demo-cpu training samples (objects + rooms)
-            pixel_shift=-0.31,
-            pixel_scale=2.5,
-            description="demo-cpu's UNet on lossless x2 space-to-depth pixels (32x32x12): the bundled model.",
+            _DEMO_CPU_PIXEL,
+            name="demo-cpu-prior",
+            prior_injection="both",
+            description="demo-cpu-pixel with a warped-reference prior (MVGenMaster-style) at the UNet input and in "
+                        "the camera encoder: the bundled model.",
         ),
-        ModelSpec(
-            name="tiny",
-            image_size=16,
-            codec="pixel",
-            latent_channels=3,
-            latent_downsample=1,
-            block_out_channels=(16, 16, 32, 32),
-            num_heads=(2, 2, 4, 4),
-            layers_per_block=2,
-            camera_channels=(8,),
-            norm_num_groups=8,
-            description="Pixel-space toy for tests (seconds on CPU).",
-        ),
+        _TINY,
+        replace(_TINY, name="tiny-prior", prior_injection="both", description="tiny with the warped-reference prior."),
     )
 }
 

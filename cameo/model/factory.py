@@ -34,6 +34,7 @@ def build_model(config: str | ModelSpec, pretrained: str | Path | None = None, c
         codec=spec.codec,
         codec_shift=spec.pixel_shift,
         codec_scale=spec.pixel_scale,
+        prior_injection=spec.prior_injection,
     )
     if pretrained is not None:
         load_stable_diffusion_unet(model, pretrained)

@@ -5,6 +5,10 @@ Changes to the stock UNet (all done on the diffusers module, no fork):
 - every self-attention runs :class:`MultiViewAttnProcessor`, 3D in the blocks of ``MULTIVIEW_BLOCKS``;
 - optional per-head LayerNorm on q and k (``qk_norm``);
 - camera conditioning (Plücker rays + reference mask) encoded and added to the features right after ``conv_in``;
+- optionally (``prior_injection``) a warped-reference prior per view (the references' pixels forward-warped into
+  that view through depth, plus a validity mask; MVGenMaster's 3D prior), folded space-to-depth and concatenated to
+  the UNet input ("input": observed pixels can pass straight through), and/or fed to the camera encoder beside the
+  rays ("encoder", MVGenMaster's way); see :mod:`cameo.priors`;
 - the CAMEO projection head lives here so that it is saved with the checkpoint.
 """
 
@@ -12,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from diffusers import ModelMixin, UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import BasicTransformerBlock
@@ -25,6 +30,12 @@ from cameo.cameo_loss import AttentionLogitHead, HeadKind
 from cameo.model.attention import AttentionControl, MultiViewAttnProcessor
 from cameo.model.camera_encoder import CameraEncoder
 from cameo.model.layers import CAMEO_DEFAULT_LAYER, is_multiview_layer, layer_name
+
+
+PriorInjection = Literal["input", "encoder", "both"]
+PRIOR_INJECTIONS: tuple[str, ...] = ("input", "encoder", "both")
+PRIOR_CHANNELS = 4
+"""A prior is RGB in [0, 1] (0 where nothing was warped) + a validity mask, at image resolution."""
 
 
 class MultiViewUNet(ModelMixin, ConfigMixin):
@@ -43,8 +54,14 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
         codec: str = "autoencoder-kl",
         codec_shift: float = 0.0,
         codec_scale: float = 1.0,
+        prior_injection: PriorInjection | None = None,
     ) -> None:
         super().__init__()
+        if prior_injection not in (None, *PRIOR_INJECTIONS):
+            raise ValueError(f"prior_injection must be None or one of {PRIOR_INJECTIONS}, got {prior_injection!r}")
+        self.prior_fold = image_size // int(unet_config["sample_size"])
+        if prior_injection in ("input", "both"):
+            unet_config = {**unet_config, "in_channels": unet_config["in_channels"] + PRIOR_CHANNELS * self.prior_fold**2}
         self.unet = UNet2DConditionModel(**unet_config)
         self._strip_cross_attention()
         attn1 = self._self_attention_modules()
@@ -55,7 +72,8 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
         self.unet.set_attn_processor(
             {f"{name}.processor": MultiViewAttnProcessor(name, is_multiview_layer(name)) for name in attn1}
         )
-        self.camera_encoder = CameraEncoder(tuple(camera_channels), self.unet.config.block_out_channels[0])
+        encoder_in = 7 + (PRIOR_CHANNELS if prior_injection in ("encoder", "both") else 0)
+        self.camera_encoder = CameraEncoder(tuple(camera_channels), self.unet.config.block_out_channels[0], encoder_in)
         self.cameo_head: AttentionLogitHead | None = None
         if cameo_layer is not None:
             if cameo_layer not in attn1:
@@ -120,6 +138,41 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
     def _add_camera_embedding(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         return output if self._camera_embedding is None else output + self._camera_embedding
 
+    @property
+    def uses_prior(self) -> bool:
+        """Whether :meth:`forward` expects a warped-reference ``prior``."""
+        return self.config.prior_injection is not None
+
+    def _prior_input(self, prior: torch.Tensor) -> torch.Tensor:
+        """``[N,4,H,W]`` prior -> ``[N, 4 f^2, h, w]``: RGB in the pixel codec's standardised range (0 in holes)
+        and the mask, folded space-to-depth to the sample's grid (exact for the pixel codec, a fixed fold of the
+        pixels for latent codecs)."""
+        rgb, mask = prior[:, :3], prior[:, 3:]
+        pixels = ((rgb * 2.0 - 1.0 - self.config.codec_shift) * self.config.codec_scale) * mask
+        return F.pixel_unshuffle(torch.cat([pixels, mask], dim=1), self.prior_fold)
+
+    def _conditioning(
+        self, plucker: torch.Tensor, ref_mask: torch.Tensor, prior: torch.Tensor | None, drop: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Camera-encoder input ``[B*F, C, H, W]`` and the prior's UNet-input channels (or None)."""
+        if self.uses_prior and prior is None:
+            raise ValueError("this model expects a warped-reference prior [B,F,4,H,W] (cameo.priors)")
+        if not self.uses_prior and prior is not None:
+            raise ValueError("this model was built without prior_injection and takes no prior")
+        if drop is not None:  # the unconditional branch: no camera, no prior; the reference mask stays
+            keep = (~drop.bool()).to(plucker.dtype)[:, None, None, None, None]
+            plucker = plucker * keep
+            prior = prior * keep if prior is not None else None
+        mask = ref_mask.to(plucker.dtype)[:, :, None, None, None].expand(-1, -1, 1, *plucker.shape[-2:])
+        parts = [plucker, mask]
+        if self.config.prior_injection in ("encoder", "both"):
+            parts.append(prior * 2.0 - 1.0)
+        cond = torch.cat(parts, dim=2).flatten(0, 1).to(self.dtype)
+        extra = None
+        if self.config.prior_injection in ("input", "both"):
+            extra = self._prior_input(prior.flatten(0, 1).to(self.dtype))
+        return cond, extra
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -127,11 +180,13 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
         plucker: torch.Tensor,
         ref_mask: torch.Tensor,
         drop_camera: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise ``sample [B,F,C,h,w]`` at per-view ``timesteps [B,F]`` (references at 0).
 
         ``plucker [B,F,6,H,W]`` at image resolution, ``ref_mask [B,F]`` bool; ``drop_camera [B]`` zeroes the
-        Plücker rays of those samples (classifier-free guidance) while keeping the reference mask.
+        Plücker rays and the prior of those samples (classifier-free guidance) while keeping the reference mask.
+        ``prior [B,F,4,H,W]`` (models with ``prior_injection`` only): warped RGB in [0, 1] + validity mask.
         Returns the prediction ``[B,F,C,h,w]`` (``config.prediction_type``).
         """
         b, f = sample.shape[:2]
@@ -140,14 +195,17 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
                 f"shape mismatch: sample {tuple(sample.shape)}, timesteps {tuple(timesteps.shape)} (want [B,F]), "
                 f"plucker {tuple(plucker.shape)} (want [B,F,6,H,W]), ref_mask {tuple(ref_mask.shape)} (want [B,F])"
             )
-        if drop_camera is not None:
-            plucker = plucker * (~drop_camera.bool()).to(plucker.dtype)[:, None, None, None, None]
-        mask = ref_mask.to(plucker.dtype)[:, :, None, None, None].expand(-1, -1, 1, *plucker.shape[-2:])
-        cond = torch.cat([plucker, mask], dim=2).flatten(0, 1).to(self.dtype)
+        if prior is not None and prior.shape != (b, f, PRIOR_CHANNELS, *plucker.shape[-2:]):
+            raise ValueError(f"prior {tuple(prior.shape)}: want [B,F,{PRIOR_CHANNELS},H,W] = "
+                             f"{(b, f, PRIOR_CHANNELS, *plucker.shape[-2:])}")
+        cond, extra = self._conditioning(plucker, ref_mask, prior, drop_camera)
+        model_in = sample.flatten(0, 1)
+        if extra is not None:
+            model_in = torch.cat([model_in, extra.to(model_in.dtype)], dim=1)
         self._camera_embedding = self.camera_encoder(cond)
         try:
             out = self.unet(
-                sample.flatten(0, 1),
+                model_in,
                 timesteps.flatten(),
                 encoder_hidden_states=None,
                 cross_attention_kwargs={"num_views": f, "control": self._control},

@@ -111,6 +111,24 @@ class OptimConfig:
 
 
 @dataclass
+class PriorConfig:
+    """How training builds the warped-reference prior of models that take one (``prior_injection``)."""
+
+    depth: Literal["gt", "degraded"] = "degraded"
+    """``gt``: the references' exact depth; ``degraded``: the same with stereo-like holes and noise."""
+    drop_view: float = 0.15
+    """Probability of dropping the prior of each target view."""
+    drop_batch: float = 0.1
+    """Probability of dropping the prior of the whole micro-batch (references included)."""
+    edge_drop: float = 0.8
+    """Share of pixels at depth discontinuities (3x3 relative range > 5 %) removed (``degraded``)."""
+    max_hole_share: float = 0.3
+    """Random blob holes remove up to this share of each reference's pixels (``degraded``)."""
+    max_noise: float = 0.02
+    """Per-pixel relative depth noise, standard deviation drawn up to this value per view (``degraded``)."""
+
+
+@dataclass
 class CameoConfig:
     """CAMEO attention supervision (paper Sec. 3.3: layer 10, lambda 0.02, tau 1.5, MLP head, cross-entropy)."""
 
@@ -170,6 +188,7 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     cameo: CameoConfig = field(default_factory=CameoConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
 
 

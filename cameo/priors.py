@@ -1,0 +1,63 @@
+"""Warped-reference priors: what the references already show of each view, as the model's extra condition.
+
+A prior is ``[4, H, W]`` per view: the references' pixels forward-warped into that view through their depth
+(z-buffered, :func:`cameo.geometry.warp.render_points`) and a validity mask; 0 where nothing landed. References
+"see themselves": their prior is their own image with a full mask. Training, evaluation and reconstruction build
+priors through these functions so that the model sees the same kind of input everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cameo.cameras import unproject_depth
+from cameo.geometry.warp import render_points
+
+
+def depth_cloud(
+    images: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Points ``[N,3]``, colours ``[N,3]`` and world radii ``[N]`` of the finite, positive depth pixels.
+
+    ``images [R,3,H,W]``, ``depth [R,H,W]`` (z; NaN or <= 0 invalid), ``K [R,3,3]``, ``c2w [R,4,4]``. A point's
+    radius is half its pixel's footprint at its depth, so a render from the same distance covers the image.
+    """
+    valid = torch.isfinite(depth) & (depth > 0)
+    safe = torch.where(valid, depth, torch.ones_like(depth))
+    points = unproject_depth(safe, K, c2w)  # [R,H,W,3]
+    sizes = 0.5 * safe / K[:, 0, 0, None, None]
+    return points[valid], images.permute(0, 2, 3, 1)[valid], sizes[valid]
+
+
+def render_priors(
+    points: torch.Tensor, colors: torch.Tensor, sizes: torch.Tensor | None, K: torch.Tensor, c2w: torch.Tensor,
+    height: int, width: int,
+) -> torch.Tensor:
+    """Priors ``[V,4,H,W]`` of a point cloud rendered into cameras ``K [V,3,3]``, ``c2w [V,4,4]``."""
+    if points.shape[0] == 0:
+        return torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
+    warped = render_points(points.float(), colors.float(), K.float(), c2w.float(), height, width,
+                           None if sizes is None else sizes.float())
+    return torch.cat([warped.rgb, warped.mask[:, None].float()], dim=1)
+
+
+def set_reference_priors(priors: torch.Tensor, images: torch.Tensor, ref_mask: torch.Tensor) -> torch.Tensor:
+    """``priors [...,F,4,H,W]`` with every reference view (``ref_mask [...,F]``) replaced by its own image
+    ``images [...,F,3,H,W]`` (in [0, 1]) under a full mask."""
+    own = torch.cat([images.to(priors.dtype), torch.ones_like(images[..., :1, :, :], dtype=priors.dtype)], dim=-3)
+    return torch.where(ref_mask[..., None, None, None].to(priors.device), own.to(priors.device), priors)
+
+
+def views_prior(
+    ref_images: torch.Tensor, ref_depth: torch.Tensor | None, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
+    K: torch.Tensor, c2w: torch.Tensor, ref_mask: torch.Tensor, height: int, width: int,
+) -> torch.Tensor:
+    """Priors ``[F,4,H,W]`` of the views ``K [F]``, ``c2w [F]`` from references with depth (``ref_depth [R,H,W]``;
+    None = no depth: targets get an empty prior); views where ``ref_mask [F]`` is set hold the references in order."""
+    if ref_depth is None:
+        priors = torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
+    else:
+        priors = render_priors(*depth_cloud(ref_images, ref_depth, ref_K, ref_c2w), K, c2w, height, width)
+    own = torch.zeros(K.shape[0], 3, height, width, dtype=priors.dtype, device=priors.device)
+    own[ref_mask] = ref_images.to(priors.dtype)
+    return set_reference_priors(priors, own, ref_mask)

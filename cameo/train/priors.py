@@ -1,0 +1,54 @@
+"""Warped-reference priors for training: ground-truth depth degraded to look like stereo, and prior dropout.
+
+At test time the prior comes from two-view stereo (``cameo.geometry``), which leaves holes at occlusion edges and
+on textureless surfaces and is a little noisy; a model trained on perfect priors would trust every warped pixel.
+So the references' ground-truth depth is degraded (edge pixels dropped, random blob-shaped holes, multiplicative
+noise) before it is warped. Dropout follows MVGenMaster: each target's prior is dropped with ``drop_view``, the
+whole batch's prior with ``drop_batch``, so one view without depth and the CFG unconditional branch keep working.
+Every draw comes from the step generator, so a resumed run sees the same priors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cameo.priors import views_prior
+from cameo.train.config import PriorConfig
+
+
+def degrade_depth(depth: torch.Tensor, cfg: PriorConfig, gen: torch.Generator) -> torch.Tensor:
+    """``depth [R,H,W]`` (NaN invalid) with stereo-like failures: NaN at most edges and in random blobs, noise."""
+    r, h, w = depth.shape
+    filled = torch.nan_to_num(depth, nan=0.0)[:, None]
+    high = F.max_pool2d(filled, 3, 1, 1)
+    low = -F.max_pool2d(-torch.where(filled > 0, filled, torch.full_like(filled, 1e9)), 3, 1, 1)
+    edge = ((high - low) / high.clamp_min(1e-6) > 0.05)[:, 0]
+    drop = edge & (torch.rand(r, h, w, generator=gen) < cfg.edge_drop)
+    blobs = F.interpolate(torch.rand(r, 1, max(h // 8, 1), max(w // 8, 1), generator=gen), size=(h, w),
+                          mode="bilinear", align_corners=False)[:, 0]
+    share = torch.rand(r, 1, 1, generator=gen) * cfg.max_hole_share
+    drop |= blobs < share
+    sigma = torch.rand(r, 1, 1, generator=gen) * cfg.max_noise
+    noisy = depth * torch.exp(sigma * torch.randn(r, h, w, generator=gen))
+    return torch.where(drop, torch.full_like(depth, float("nan")), noisy)
+
+
+def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: torch.Generator) -> torch.Tensor:
+    """Priors ``[B,F,4,H,W]`` of a training batch (``images``, ``depth``, ``K``, ``c2w``; references first)."""
+    if "depth" not in batch:
+        raise ValueError("a prior-conditioned model needs depth in the training data (data source without depth)")
+    images, depth, K, c2w = (batch[k].float() for k in ("images", "depth", "K", "c2w"))
+    b, f, _, height, width = images.shape
+    priors = []
+    for i in range(b):
+        refs = ref_mask[i]
+        ref_depth = depth[i][refs]
+        if cfg.depth == "degraded":
+            ref_depth = degrade_depth(ref_depth, cfg, gen)
+        priors.append(views_prior(images[i][refs], ref_depth, K[i][refs], c2w[i][refs], K[i], c2w[i], refs,
+                                  height, width))
+    out = torch.stack(priors)
+    keep = (torch.rand(b, f, generator=gen) >= cfg.drop_view) | ref_mask
+    keep &= torch.rand(1, generator=gen) >= cfg.drop_batch
+    return out * keep[:, :, None, None, None].to(out.dtype)
