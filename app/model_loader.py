@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from cameo.pretrained import ModelFolderError, Pretrained, bundled_model_missing, default_model_dir, load_pretrained
+from cameo.model_folder import CameoModel, ModelFolderError, bundled_model_missing, default_model_dir
 from recon.pipeline import ReconError
 
 
@@ -18,16 +18,16 @@ class ModelHolder:
     def __init__(self, checkpoint: Path | None = None, device: str = "auto") -> None:
         self.checkpoint = checkpoint
         self.device = device
-        self._model: Pretrained | None = None
+        self._model: CameoModel | None = None
         self._error: str | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> Pretrained:
+    def get(self) -> CameoModel:
         """The loaded model; raises :class:`ReconError` with the loader's explanation if it cannot be loaded."""
         with self._lock:
             if self._model is None:
                 try:
-                    self._model = load_pretrained(self.checkpoint, self.device)
+                    self._model = CameoModel.from_pretrained(self.checkpoint, self.device)
                     self._error = None
                 except (ModelFolderError, ValueError) as err:
                     self._error = str(err)

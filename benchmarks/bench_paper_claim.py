@@ -36,7 +36,7 @@ from cameo.eval.curves import step_ratio
 from cameo.eval.metrics import ImageMetrics
 from cameo.eval.nvs import SETTINGS, evaluate_nvs, heldout_denoising_loss, mixed_procedural_scenes, probe_scenes
 from cameo.eval.report import line_chart, markdown_table, picture_grid, summarize
-from cameo.pretrained import Pretrained, load_pretrained
+from cameo.model_folder import CameoModel
 from cameo.train.config import load_config
 
 ARMS = {"CAMEO": "bench-cameo", "baseline": "bench-baseline"}
@@ -74,8 +74,8 @@ def score_snapshot(folder: Path, scenes: list, metrics: ImageMetrics, ddim_steps
                    threshold_rel: float):
     """All scores of one snapshot (NVS metrics per setting + :func:`score_internals`) and a picture of its 2-to-2
     generations (references | ground truth | generated, one row per scene)."""
-    loaded = load_pretrained(folder, "cpu")
-    nvs = evaluate_nvs(loaded.model, loaded.codec, scenes, metrics, SETTINGS, ddim_steps, cfg, seed=0,
+    loaded = CameoModel.from_pretrained(folder, "cpu")
+    nvs = evaluate_nvs(loaded.unet, loaded.codec, scenes, metrics, SETTINGS, ddim_steps, cfg, seed=0,
                        schedule=loaded.schedule)
     result: dict = {}
     for row in summarize(nvs.rows, ("setting",), ("psnr", "ssim", "lpips")):
@@ -83,13 +83,13 @@ def score_snapshot(folder: Path, scenes: list, metrics: ImageMetrics, ddim_steps
     return result | score_internals(loaded, scenes, threshold_rel), picture_grid(nvs.examples["2-to-2"])
 
 
-def score_internals(loaded: Pretrained, scenes: list, threshold_rel: float) -> dict[str, float]:
+def score_internals(loaded: CameoModel, scenes: list, threshold_rel: float) -> dict[str, float]:
     """Held-out denoising loss per setting, and the CAMEO layer's correspondence precision read three ways (cameras
     dropped, as in the paper): q/k descriptors (Probe3D), the head-averaged attention's argmax, and the argmax of
     the CAMEO head's logits (what the loss supervises; absent without CAMEO)."""
-    result = heldout_denoising_loss(loaded.model, loaded.codec, scenes, loaded.schedule)
-    layer = loaded.model.resolve_layer(int(loaded.config.cameo.layer))
-    rows, _ = probe_scenes(loaded.model, loaded.codec, scenes, [layer], None, threshold_rel, grid=64)
+    result = heldout_denoising_loss(loaded.unet, loaded.codec, scenes, loaded.schedule)
+    layer = loaded.unet.resolve_layer(int(loaded.train_config["cameo"]["layer"]))
+    rows, _ = probe_scenes(loaded.unet, loaded.codec, scenes, [layer], None, threshold_rel, grid=64)
     for key, name in (("precision", "precision"), ("attention_precision", "attention precision"),
                       ("head_precision", "head precision")):
         if key in rows[0]:
@@ -138,7 +138,7 @@ def main() -> None:
                 scored += 1
             scores = json.loads(cache.read_text())
             if EXTRA_KEYS - scores.keys():  # cached before these columns existed: add them
-                scores |= score_internals(load_pretrained(folder, "cpu"), scenes, args.precision_threshold)
+                scores |= score_internals(CameoModel.from_pretrained(folder, "cpu"), scenes, args.precision_threshold)
                 write_json_atomic(cache, scores)
             results[arm][step] = scores
     common = sorted(set(results["CAMEO"]) & set(results["baseline"]))

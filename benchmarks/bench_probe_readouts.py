@@ -22,7 +22,7 @@ import torch
 from cameo.atomic import write_text_atomic
 from cameo.eval.nvs import mixed_procedural_scenes, probe_scenes
 from cameo.eval.report import markdown_table, summarize
-from cameo.pretrained import load_pretrained
+from cameo.model_folder import CameoModel
 from cameo.train.config import load_config
 
 ARMS = {"CAMEO": "bench-cameo", "baseline": "bench-baseline", "CAMEO mean head": "bench-cameo-mean-head"}
@@ -49,10 +49,10 @@ def main() -> None:
         if not (folder / "model_card.md").is_file():
             print(f"{arm}: no snapshot at step {args.step}, skipped")
             continue
-        loaded = load_pretrained(folder, "cpu")
-        layers = [loaded.model.resolve_layer(int(n)) for n in args.layers.split(",")]
+        loaded = CameoModel.from_pretrained(folder, "cpu")
+        layers = [loaded.unet.resolve_layer(int(n)) for n in args.layers.split(",")]
         for cameras in (False, True):
-            found, _ = probe_scenes(loaded.model, loaded.codec, scenes, layers, None, args.threshold, grid=64,
+            found, _ = probe_scenes(loaded.unet, loaded.codec, scenes, layers, None, args.threshold, grid=64,
                                     cameras=cameras)
             for row in summarize(found, ("layer",), tuple(READOUTS)):
                 layer = row["layer"].replace(".transformer_blocks.0.attn1", "")

@@ -30,8 +30,8 @@ from PIL import Image
 from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics
 from cameo.data.demo import make_demo_scenes
 from cameo.eval.metrics import psnr, ssim
-from cameo.model import build_model, get_spec, small_autoencoder
-from cameo.pretrained import default_model_dir, load_pretrained, save_model_folder
+from cameo.model import build_codec, build_model, get_spec
+from cameo.model_folder import CameoModel, ModelConfig, default_model_dir
 from cameo.sampling import default_training_schedule
 from cameo.scene import load_scene
 from cameo.train.config import load_config
@@ -47,8 +47,9 @@ def random_demo_model(folder: Path) -> Path:
     cfg = load_config("demo-cpu")
     spec = get_spec(cfg.model.preset)
     model = build_model(spec)
-    return save_model_folder(folder, model, default_training_schedule(model.config.prediction_type), cfg,
-                             vae=small_autoencoder(spec) if spec.codec == "autoencoder-kl" else None)
+    config = ModelConfig.for_unet(model.config, cfg.data.resolution, cfg.data.num_views)
+    schedule = default_training_schedule(model.config.prediction_type)
+    return CameoModel(model, build_codec(spec), schedule, config).save_pretrained(folder)
 
 
 def main() -> None:
@@ -85,7 +86,7 @@ def main() -> None:
     scene_file = args.scene or make_demo_scenes(out / "demo", count=1, kinds=(args.kind,), num_inputs=args.inputs,
                                                 resolution=args.resolution)[0]
     start = time.perf_counter()
-    pretrained = load_pretrained(checkpoint, args.device)
+    pretrained = CameoModel.from_pretrained(checkpoint, args.device)
     load_s = time.perf_counter() - start
     options = ReconOptions(num_views=args.views, steps=args.steps, fit_iterations=args.fit_iterations,
                            fit_points=args.fit_points, generated_weight=args.generated_weight,

@@ -16,7 +16,7 @@ import torch
 
 from cameo.eval.nvs import LOSS_TIMESTEPS, heldout_denoising_loss, mixed_procedural_scenes
 from cameo.eval.report import markdown_table
-from cameo.pretrained import load_pretrained
+from cameo.model_folder import CameoModel
 
 BANDS = {"low noise (t < 500)": [t for t in LOSS_TIMESTEPS if t < 500],
          "high noise (t >= 500)": [t for t in LOSS_TIMESTEPS if t >= 500]}
@@ -32,10 +32,10 @@ def main() -> None:
     rows = []
     for folder in args.models:
         start = time.perf_counter()
-        loaded = load_pretrained(folder, "cpu")
+        loaded = CameoModel.from_pretrained(folder, "cpu")
         scenes = mixed_procedural_scenes(args.scenes, loaded.image_size)
         for band, timesteps in BANDS.items():
-            own, other = (heldout_denoising_loss(loaded.model, loaded.codec, scenes, loaded.schedule,
+            own, other = (heldout_denoising_loss(loaded.unet, loaded.codec, scenes, loaded.schedule,
                                                  timesteps=timesteps, swap_references=swap) for swap in (False, True))
             for key in own:
                 rows.append({"model": folder, "noise": band, "setting": key.split()[0], "own references": own[key],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from cameo.pretrained import bundled_model_missing, default_model_dir
+from cameo.model_folder import bundled_model_missing, default_model_dir
 from cameo.scene import SCENE_FORMAT_HELP, Scene, SceneError, load_scene
 from recon.pipeline import (
     DEFAULT_LPIPS_WEIGHT, ONE_VIEW_KINDS, TWO_VIEW_MODES, ReconError, ReconOptions, ReconResult, lpips_installed,

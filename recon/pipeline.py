@@ -35,7 +35,7 @@ from PIL import Image
 from cameo.atomic import atomic_dir, atomic_path
 from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics
 from cameo.importers import save_nerfstudio
-from cameo.pretrained import ModelFolderError, Pretrained, load_pretrained, resolve_device
+from cameo.model_folder import CameoModel, ModelFolderError, resolve_device
 from cameo.sampling import generate_trajectory
 from cameo.scene import Scene, SceneError, make_frames
 from recon.fit import FitConfig, fit_gaussians
@@ -151,7 +151,7 @@ def run_reconstruction(
     workdir: str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
     *,
-    pretrained: Pretrained | None = None,
+    pretrained: CameoModel | None = None,
 ) -> ReconResult:
     """Reconstruct ``scene`` into 3D Gaussians saved at ``out_ply`` (see the module docstring for the stages).
 
@@ -173,7 +173,7 @@ def run_reconstruction(
             plan = plan_generation(len(path), path.input_indices, pre.frames_per_group, c2w=path.c2w)
         with stages("generate", "generate"):
             views = generate_trajectory(
-                pre.model, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps,
+                pre.unet, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps,
                 cfg=opts.cfg, seed=opts.seed, schedule=pre.schedule,
                 progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress)
         device, c2w, input_indices = pre.device, path.c2w, path.input_indices
@@ -249,9 +249,9 @@ def effective_lpips_weight(weight: float | None) -> float:
     return DEFAULT_LPIPS_WEIGHT if lpips_installed() else 0.0
 
 
-def _load_model(opts: ReconOptions) -> Pretrained:
+def _load_model(opts: ReconOptions) -> CameoModel:
     try:
-        return load_pretrained(opts.checkpoint, opts.device)
+        return CameoModel.from_pretrained(opts.checkpoint, opts.device)
     except (ModelFolderError, ValueError) as err:
         raise ReconError(str(err)) from None
 

@@ -9,11 +9,10 @@ import torch
 from PIL import Image
 
 from cameo.cameras import look_at
-from cameo.model import build_model
-from cameo.pretrained import save_model_folder
+from cameo.model import PixelCodec, build_model
+from cameo.model_folder import CameoModel, ModelConfig
 from cameo.sampling import default_training_schedule
 from cameo.scene import Scene, make_frames, save_scene
-from cameo.train.config import TrainConfig
 
 MODEL_SIZE = 16  # the tiny config's image size
 FRAMES_PER_GROUP = 4
@@ -23,12 +22,9 @@ def write_tiny_model(folder: Path) -> Path:
     """Untrained ``tiny`` MultiViewUNet (pixel space) exported in the documented layout."""
     torch.manual_seed(0)
     model = build_model("tiny")
-    cfg = TrainConfig()
-    cfg.model.preset = "tiny"
-    cfg.data.resolution = MODEL_SIZE
-    cfg.data.num_views = FRAMES_PER_GROUP
-    cfg.diffusion.prediction_type = model.config.prediction_type
-    return save_model_folder(folder, model, default_training_schedule(model.config.prediction_type), cfg)
+    config = ModelConfig.for_unet(model.config, MODEL_SIZE, FRAMES_PER_GROUP)
+    schedule = default_training_schedule(model.config.prediction_type)
+    return CameoModel(model, PixelCodec(), schedule, config).save_pretrained(folder)
 
 
 def two_view_cameras() -> tuple[torch.Tensor, torch.Tensor]:

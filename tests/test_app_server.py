@@ -222,10 +222,10 @@ def _component(page_config: dict, elem_id: str) -> dict:
 def test_without_a_model_the_app_fits_the_inputs_and_says_so(tmp_path, monkeypatch):
     """No --checkpoint and nothing bundled (whatever assets/model holds in this checkout): like cameo-recon, runs
     fit the uploaded views only, and the page says so before and after a run."""
-    import cameo.pretrained
+    import cameo.model_folder
 
     monkeypatch.delenv("CAMEO_MODEL", raising=False)
-    monkeypatch.setattr(cameo.pretrained, "default_model_dir", lambda: tmp_path / "no-model")
+    monkeypatch.setattr(cameo.model_folder, "default_model_dir", lambda: tmp_path / "no-model")
     options = ReconOptions(fit_iterations=3, fit_points=200, device="cpu", show_progress=False)
     cameo, client = _launch(AppConfig(options=options, examples_dir=None))
     try:

@@ -138,10 +138,10 @@ def test_cli_end_to_end_on_tiny_model(tmp_path, capsys):
 
 
 def test_without_a_bundled_model_the_cli_fits_the_inputs_and_says_so(tmp_path, capsys, monkeypatch):
-    import cameo.pretrained
+    import cameo.model_folder
 
     monkeypatch.delenv("CAMEO_MODEL", raising=False)
-    monkeypatch.setattr(cameo.pretrained, "default_model_dir", lambda: tmp_path / "no-model")
+    monkeypatch.setattr(cameo.model_folder, "default_model_dir", lambda: tmp_path / "no-model")
     scene = write_two_view_scene(tmp_path / "scene")
     out = tmp_path / "res" / "splat.ply"
     code, stdout, err = run_cli(capsys, scene, "--out", out, "--fit-iterations", "2", "--fit-points", "100")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
 from cameo.model import (
     CAMEO_DEFAULT_LAYER,
@@ -18,6 +18,7 @@ from cameo.model import (
     layer_index,
     layer_name,
 )
+from tests.train_standins import write_sd_standin
 
 SD21_STOCK_UNET_PARAMS = 865_910_724  # diffusers SD2.1 UNet with text cross-attention
 
@@ -70,12 +71,7 @@ def test_token_grid_of_layer10_in_tiny_forward() -> None:
 
 
 def _fake_sd_folder(tmp_path, spec_name: str = "tiny"):
-    spec = get_spec(spec_name)
-    torch.manual_seed(1)
-    UNet2DConditionModel(**{**spec.unet_config(), "cross_attention_dim": 24}).save_pretrained(tmp_path / "unet")
-    AutoencoderKL(block_out_channels=[32, 32], down_block_types=["DownEncoderBlock2D"] * 2,
-                  up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, scaling_factor=0.5).save_pretrained(tmp_path / "vae")
-    return tmp_path
+    return write_sd_standin(tmp_path, spec_name)
 
 
 def test_init_from_stable_diffusion_folder(tmp_path) -> None:

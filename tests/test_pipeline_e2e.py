@@ -11,7 +11,7 @@ import torch
 from plyfile import PlyData
 
 from cameo.importers import opengl_to_opencv
-from cameo.pretrained import load_pretrained
+from cameo.model_folder import CameoModel
 from cameo.scene import load_scene
 from recon import pipeline
 from recon.pipeline import ReconError, ReconOptions, run_reconstruction
@@ -116,7 +116,7 @@ def test_failing_fit_leaves_no_ply(setup, monkeypatch, tmp_path):
     out = tmp_path / "splat.ply"
     options = ReconOptions(checkpoint=model_dir, show_progress=False, write_video=False, **OPTIONS)
     with pytest.raises(RuntimeError, match="fit exploded"):
-        run_reconstruction(scene, out, options, pretrained=load_pretrained(model_dir, "cpu"))
+        run_reconstruction(scene, out, options, pretrained=CameoModel.from_pretrained(model_dir, "cpu"))
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".ply", ".tmp")]
 
@@ -145,7 +145,7 @@ def test_generated_views_get_the_generated_weight(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "fit_gaussians", recording_fit)
     options = ReconOptions(checkpoint=model_dir, show_progress=False, write_video=False, generated_weight=0.25,
                            **OPTIONS)
-    res = run_reconstruction(scene, tmp_path / "w.ply", options, pretrained=load_pretrained(model_dir, "cpu"))
+    res = run_reconstruction(scene, tmp_path / "w.ply", options, pretrained=CameoModel.from_pretrained(model_dir, "cpu"))
     expected = torch.full((NUM_VIEWS + 2,), 0.25)
     expected[list(res.input_indices)] = 1.0
     torch.testing.assert_close(seen["weights"], expected, atol=0, rtol=0)

@@ -57,9 +57,9 @@ def test_train_cli_trains_tiny_model_with_cameo_and_validation(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(math.isfinite(r["loss_cameo"]) and r["loss_cameo"] > 0 for r in records)
     assert math.isfinite(records[-1]["val_psnr"]) and records[-1]["nan_skips"] == 0
-    from cameo.pretrained import load_pretrained
+    from cameo.model_folder import CameoModel
 
-    loaded = load_pretrained(run / "model", "cpu")  # the exported folder is what cameo-recon loads
+    loaded = CameoModel.from_pretrained(run / "model", "cpu")  # the exported folder is what cameo-recon loads
     assert loaded.image_size == 16
     model = MultiViewUNet.from_pretrained(run / "model" / "unet")
     assert model.cameo_head is not None and model.config.prediction_type == "v_prediction"
@@ -97,12 +97,35 @@ def test_train_latent_preset_trains_autoencoder_then_model(tmp_path):
     for part in ("unet", "vae"):
         weights = load_file(str(next((tmp_path / "half" / part).glob("*.safetensors"))))
         assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
-    from cameo.pretrained import load_pretrained
+    from cameo.model_folder import CameoModel
 
-    full, half = load_pretrained(run / "model", "cpu"), load_pretrained(tmp_path / "half", "cpu")
-    assert all(p.dtype == torch.float32 for p in half.model.parameters())
-    for a, b in zip(full.model.state_dict().values(), half.model.state_dict().values()):
+    full, half = (CameoModel.from_pretrained(folder, "cpu") for folder in (run / "model", tmp_path / "half"))
+    assert all(p.dtype == torch.float32 for p in half.unet.parameters())
+    for a, b in zip(full.unet.state_dict().values(), half.unet.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4)
+
+
+def test_latent_preset_with_a_stable_diffusion_codec_exports_a_self_contained_model(tmp_path):
+    """A latent preset whose codec is the VAE of a --model.pretrained folder (here a random-weight stand-in of a
+    local SD folder, bf16 on CPU as the issue's sd21-re10k run): the export carries that VAE, so cameo-recon
+    reconstructs with it (the export used to lack vae/ and be refused)."""
+    from cameo.scene import load_scene
+    from recon.pipeline import ReconOptions, run_reconstruction
+    from tests.pipeline_helpers import write_two_view_scene
+    from tests.train_standins import write_sd_standin
+
+    standin = write_sd_standin(tmp_path / "sd", "demo-cpu")
+    config = _write_config(tmp_path, "demo-cpu", 32, val_every=0)
+    assert main(["--config", str(config), "--model.pretrained", str(standin), "--optim.max-steps", "2",
+                 "--optim.batch-size", "1", "--mixed-precision", "bf16"]) == 0
+    export = tmp_path / "run" / "model"
+    assert AutoencoderKL.from_pretrained(export / "vae").config.scaling_factor == 0.5  # the SD folder's VAE
+    options = ReconOptions(num_views=4, steps=2, fit_iterations=3, fit_points=200, lpips_weight=0.0,
+                           checkpoint=export, device="cpu", write_video=False, show_progress=False)
+    scene = load_scene(write_two_view_scene(tmp_path / "scene"))
+    result = run_reconstruction(scene, tmp_path / "out" / "splat.ply", options)
+    assert result.ply.is_file() and len(result.splats) > 0
+    assert len(result.target_indices) == 4 and torch.isfinite(result.images).all()
 
 
 def test_train_missing_autoencoder_folder_is_a_clear_error(tmp_path):

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import torch
-from diffusers import ConfigMixin, ModelMixin
+from diffusers import AutoencoderKL, ConfigMixin, ModelMixin, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.utils.data import Dataset
 
 from cameo.cameras import look_at
+from cameo.model import get_spec
 from cameo.train.components import Components
 from cameo.train.config import TrainConfig
 
@@ -113,6 +114,18 @@ def toy_config(out: Path, **optim) -> TrainConfig:
     cfg = TrainConfig(name="toy", output_dir=str(out), checkpoint_every=3, log_every=1, val_every=0)
     cfg.optim = dataclasses.replace(cfg.optim, batch_size=2, max_steps=6, lr=1e-2, **optim)
     return cfg
+
+
+def write_sd_standin(folder: Path, preset: str = "tiny") -> Path:
+    """A local random-weight stand-in of a diffusers Stable Diffusion folder: ``unet/`` (with text cross-attention)
+    shaped like ``preset``'s UNet and a small x2 ``vae/`` with 4 latent channels and scaling factor 0.5."""
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(**{**get_spec(preset).unet_config(), "cross_attention_dim": 24})
+    unet.save_pretrained(folder / "unet")
+    vae = AutoencoderKL(block_out_channels=[32, 32], down_block_types=["DownEncoderBlock2D"] * 2,
+                        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, scaling_factor=0.5)
+    vae.save_pretrained(folder / "vae")
+    return folder
 
 
 def params_of(folder: Path) -> dict[str, torch.Tensor]:

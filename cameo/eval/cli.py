@@ -29,14 +29,15 @@ EPILOG = """examples:
 def _load(args: argparse.Namespace):
     """Model, codec, training schedule and image size from ``--checkpoint`` (an exported model folder, or a
     training checkpoint with ``--config`` / ``--codec-path``; local files), else random weights (said so)."""
-    from cameo.model import AutoencoderCodec, MultiViewUNet, build_codec, build_model, get_spec
-    from cameo.pretrained import load_pretrained
+    from cameo.model import MultiViewUNet, build_codec, build_model, get_spec
+    from cameo.model.codec import load_autoencoder_codec
+    from cameo.model_folder import CameoModel, is_model_folder
     from cameo.sampling import load_training_schedule
 
     torch.manual_seed(args.seed)
-    if args.checkpoint and (Path(args.checkpoint) / "train_config.yaml").is_file():
-        loaded = load_pretrained(args.checkpoint, "cpu")
-        return loaded.model, loaded.codec, loaded.schedule, loaded.image_size
+    if args.checkpoint and is_model_folder(args.checkpoint):
+        loaded = CameoModel.from_pretrained(args.checkpoint, "cpu")
+        return loaded.unet, loaded.codec, loaded.schedule, loaded.image_size
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
         if not (ckpt / "unet" / "config.json").is_file():
@@ -47,9 +48,7 @@ def _load(args: argparse.Namespace):
         print(f"note: no --checkpoint, evaluating RANDOM weights of config {args.config!r}", file=sys.stderr)
         model, schedule = build_model(args.config), None
     if args.codec_path:
-        from diffusers import AutoencoderKL
-
-        codec = AutoencoderCodec(AutoencoderKL.from_pretrained(args.codec_path, local_files_only=True))
+        codec = load_autoencoder_codec(args.codec_path)
     else:
         codec = build_codec(args.config)
     return model.eval(), codec, schedule, get_spec(args.config).image_size

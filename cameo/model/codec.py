@@ -7,6 +7,7 @@ by a space-to-depth factor (x2 for ``demo-cpu-pixel``, the bundled model; x1 for
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -69,6 +70,12 @@ class AutoencoderCodec:
         flat = latents.flatten(0, -4).to(self.vae.dtype) / self.scaling_factor
         images = self.vae.decode(flat).sample
         return ((images.unflatten(0, latents.shape[:-3]) + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def load_autoencoder_codec(folder: str | Path, device: str | torch.device = "cpu") -> AutoencoderCodec:
+    """The frozen codec of a saved ``AutoencoderKL`` folder (local files only; float32, eval mode, no gradients)."""
+    vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32)
+    return AutoencoderCodec(vae.to(device).eval().requires_grad_(False))
 
 
 def small_autoencoder(spec: ModelSpec) -> AutoencoderKL:

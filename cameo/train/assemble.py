@@ -7,7 +7,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from cameo.model import build_model
-from cameo.train.codec_setup import autoencoder_dir, load_frozen_codec
+from cameo.train.codec_setup import load_frozen_codec
 from cameo.train.components import Components
 from cameo.train.config import TrainConfig
 from cameo.train.data import open_datasets
@@ -23,7 +23,6 @@ def build_components(cfg: TrainConfig, accelerator: Accelerator) -> Components:
         warm_start(model, Path(cfg.model.init_from))
     codec = load_frozen_codec(cfg, accelerator.device)
     train_set, val_set = open_datasets(cfg.data, cfg.seed, accelerator)
-    folder = autoencoder_dir(cfg)
     return Components(
         unet=model,
         forward=multiview_forward(spec.cameo_layer),
@@ -31,5 +30,4 @@ def build_components(cfg: TrainConfig, accelerator: Accelerator) -> Components:
         val_set=val_set,
         cameo=CameoObjective(model, cfg.cameo.tau, cfg.cameo.loss) if cfg.cameo.enabled else None,
         codec=codec,
-        export_folders={"vae": folder} if folder is not None else {},
     )

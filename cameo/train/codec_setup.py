@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL
 
-from cameo.model import AutoencoderCodec, build_codec, get_spec
+from cameo.model import build_codec, get_spec
+from cameo.model.codec import load_autoencoder_codec
 from cameo.train.config import TrainConfig
 
 
@@ -38,6 +38,6 @@ def load_frozen_codec(cfg: TrainConfig, device: torch.device) -> Any:
             raise FileNotFoundError(
                 f"{folder}/config.json missing: preset {spec.name!r} denoises latents of a small autoencoder; train "
                 f"it first with `cameo-train autoencoder --config <this config>` or pass --model.codec-path")
-        codec = AutoencoderCodec(AutoencoderKL.from_pretrained(str(folder), local_files_only=True))
+        codec = load_autoencoder_codec(folder)
     codec.vae.requires_grad_(False).eval().to(device)
     return codec

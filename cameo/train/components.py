@@ -7,8 +7,7 @@ packages; tests pass tiny stand-ins through the same record.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,6 +36,5 @@ class Components:
     cameo: CameoFn | None = None
     """CAMEO objective; if it is a module with parameters they are trained (and saved) with the UNet."""
     codec: Any = None
-    """Frozen ``cameo.model.LatentCodec`` (encode [0, 1] images -> latents, decode back); None = pixels in [-1, 1]."""
-    export_folders: dict[str, Path] = field(default_factory=dict)
-    """Folders copied into the exported model folder under the given names (e.g. the trained autoencoder)."""
+    """Frozen ``cameo.model.LatentCodec`` (encode [0, 1] images -> latents, decode back); None = pixels in [-1, 1].
+    Exported with the model (a latent codec as ``vae/``)."""

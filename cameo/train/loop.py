@@ -5,7 +5,6 @@ atomic checkpoints with exact resume, a tqdm bar and a metrics.jsonl log.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cameo.atomic import atomic_dir, write_text_atomic
+from cameo.atomic import write_text_atomic
+from cameo.model_folder import ModelConfig, write_model_folder
 from cameo.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -142,7 +141,7 @@ def train(
     if run.previous is not None and run.accelerator.is_main_process and _snapshot_due(cfg, state["step"]):
         missed = snapshot_dir(run.run_dir, state["step"])
         if not missed.exists():  # killed between the checkpoint and its snapshot export
-            export_model(run.previous, missed, cfg, run.parts.export_folders)
+            export_model(run.previous, missed, cfg, run.parts.codec)
     rank, world = run.accelerator.process_index, run.accelerator.num_processes
     sampler = StreamBatchSampler(len(run.parts.train_set), cfg.optim.batch_size, cfg.seed, rank, world,
                                  start=state["micro_step"])
@@ -264,7 +263,7 @@ def _after_step(run: _Run, state: dict[str, Any], window: _LossWindow, validate:
     if step % cfg.checkpoint_every == 0 or last or snapshot_due:
         _save(run, state)
     if snapshot_due and run.accelerator.is_main_process:
-        export_model(latest_checkpoint(run.run_dir), snapshot_dir(run.run_dir, step), cfg, run.parts.export_folders)
+        export_model(latest_checkpoint(run.run_dir), snapshot_dir(run.run_dir, step), cfg, run.parts.codec)
 
 
 def _save(run: _Run, state: dict[str, Any]) -> None:
@@ -284,7 +283,7 @@ def _finish(run: _Run, state: dict[str, Any]) -> Path:
         _save(run, state)  # nothing trained: the export still needs a checkpoint to copy
     export = run.run_dir / EXPORT
     if run.accelerator.is_main_process:
-        export_model(latest_checkpoint(run.run_dir), export, run.cfg, run.parts.export_folders)
+        export_model(latest_checkpoint(run.run_dir), export, run.cfg, run.parts.codec)
     run.accelerator.wait_for_everyone()
     run.accelerator.end_training()
     return export
@@ -385,32 +384,21 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
-def export_model(
-    checkpoint: Path, export: Path, cfg: TrainConfig, extra_folders: dict[str, Path], half: bool = False
-) -> None:
-    """Copy the model parts of a checkpoint (UNet - its moving average when the run keeps one -, scheduler,
-    CAMEO head) and ``extra_folders`` (the codec) into a standalone folder; ``half`` converts floating-point
-    safetensors weights to float16."""
-    with atomic_dir(export, overwrite=True) as tmp:
-        averaged = checkpoint / EMA_WEIGHTS
-        shutil.copytree(averaged if averaged.is_dir() else checkpoint / "unet", tmp / "unet")
-        shutil.copytree(checkpoint / "scheduler", tmp / "scheduler")
-        if (checkpoint / "cameo_head.safetensors").is_file():
-            shutil.copy2(checkpoint / "cameo_head.safetensors", tmp / "cameo_head.safetensors")
-        for name, folder in extra_folders.items():
-            shutil.copytree(folder, tmp / name)
-        (tmp / "train_config.yaml").write_text(dump_config(cfg))
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-        (tmp / "model_card.md").write_text(model_card(cfg, state, averaged.is_dir()))
-        if half:
-            for weights in tmp.rglob("*.safetensors"):
-                _to_float16(weights)
-
-
-def _to_float16(path: Path) -> None:
-    """Rewrite a safetensors file with its floating-point tensors in float16."""
-    tensors = load_file(str(path))
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(path))
+def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, codec: Any, half: bool = False) -> None:
+    """Export a checkpoint through the model folder's owner (``cameo.model_folder``): its UNet (the moving average
+    when the run keeps one), scheduler and CAMEO head, ``codec`` (the run's frozen codec: a latent model's ``vae/``
+    goes with it, so the folder is self-contained), the sizes of ``cfg``, its config and a model card; ``half``
+    stores the weights as float16."""
+    averaged = checkpoint / EMA_WEIGHTS
+    unet = averaged if averaged.is_dir() else checkpoint / "unet"
+    unet_config = json.loads((unet / "config.json").read_text())
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    extra: dict[str, str | Path] = {"train_config.yaml": dump_config(cfg),
+                                    "model_card.md": model_card(cfg, state, averaged.is_dir())}
+    if (checkpoint / "cameo_head.safetensors").is_file():
+        extra["cameo_head.safetensors"] = checkpoint / "cameo_head.safetensors"
+    config = ModelConfig.for_unet(unet_config, cfg.data.resolution, cfg.data.num_views)
+    write_model_folder(export, unet, checkpoint / "scheduler", codec, config, extra, half=half, overwrite=True)
 
 
 def export_run(cfg: TrainConfig, out: str | Path | None = None, half: bool = False) -> Path:
@@ -418,15 +406,14 @@ def export_run(cfg: TrainConfig, out: str | Path | None = None, half: bool = Fal
 
     ``half`` stores the weights as float16 safetensors; loaders cast them back to float32.
     """
-    from cameo.train.codec_setup import autoencoder_dir
+    from cameo.train.codec_setup import load_frozen_codec
 
     run_dir = Path(cfg.output_dir)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir}: no complete checkpoint to export")
-    codec = autoencoder_dir(cfg)
     export = Path(out) if out else run_dir / EXPORT
-    export_model(checkpoint, export, cfg, {"vae": codec} if codec is not None else {}, half=half)
+    export_model(checkpoint, export, cfg, load_frozen_codec(cfg, torch.device("cpu")), half=half)
     return export
 
 
