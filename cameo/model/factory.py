@@ -11,7 +11,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
-from cameo.cameo_loss import HeadKind
+from cameo.model.heads import HeadKind
 from cameo.model.codec import AutoencoderCodec, PixelCodec, LatentCodec, small_autoencoder
 from cameo.model.configs import ModelSpec, get_spec
 from cameo.model.unet import MultiViewUNet

@@ -9,7 +9,7 @@ Changes to the stock UNet (all done on the diffusers module, no fork):
   that view through depth, plus a validity mask; MVGenMaster's 3D prior), folded space-to-depth and concatenated to
   the UNet input ("input": observed pixels can pass straight through), and/or fed to the camera encoder beside the
   rays ("encoder", MVGenMaster's way); see :mod:`cameo.priors`;
-- the CAMEO projection head lives here so that it is saved with the checkpoint.
+- the CAMEO projection head (:mod:`cameo.model.heads`) is a submodule, so it is saved with the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from cameo.cameo_loss import AttentionLogitHead, HeadKind
 from cameo.model.attention import AttentionControl, MultiViewAttnProcessor
 from cameo.model.camera_encoder import CameraEncoder
+from cameo.model.heads import AttentionLogitHead, HeadKind
 from cameo.model.layers import CAMEO_DEFAULT_LAYER, is_multiview_layer, layer_name
 
 
