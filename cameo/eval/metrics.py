@@ -1,7 +1,8 @@
 """Image metrics for novel-view synthesis: PSNR, SSIM and LPIPS, vectorised over batches.
 
 Variants (as in the official CAMEO evaluation code):
-- PSNR on images clipped to [0, 1]; identical images give `max_db` (100 dB) instead of inf so averages stay finite.
+- PSNR on images clipped to [0, 1]; identical images give `max_db` (100 dB) instead of inf so averages stay finite
+  (``cameo.image_metrics``, below training and evaluation alike; re-exported here).
 - SSIM on the colour images (per-channel SSIM averaged over RGB), 11x11 Gaussian window, sigma 1.5,
   K = (0.01, 0.03), data range 1, via pytorch_msssim. (MVGenMaster reported grey-scale SSIM; we do not.)
 - LPIPS v0.1 with the VGG16 backbone by default; AlexNet as an option (`lpips_net="alex"`).
@@ -13,28 +14,14 @@ import torch
 from pytorch_msssim import ssim as _ms_ssim
 
 from cameo.eval.lpips import LPIPS, load_lpips
+from cameo.image_metrics import as_image_batch, psnr
 
 METRIC_NAMES = ("psnr", "ssim", "lpips")
 
 
-def _as_batch(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check shapes, flatten leading dims to one batch axis and clip to [0, 1]."""
-    if pred.shape != target.shape or pred.ndim < 3 or pred.shape[-3] != 3:
-        raise ValueError(f"metrics expect equal [..., 3, H, W] images, got {tuple(pred.shape)} and "
-                         f"{tuple(target.shape)}")
-    return tuple(x.reshape(-1, *x.shape[-3:]).float().clamp(0, 1) for x in (pred, target))
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor, max_db: float = 100.0) -> torch.Tensor:
-    """PSNR in dB of [..., 3, H, W] images in [0, 1] -> [N] (N = product of leading dims), capped at max_db."""
-    p, t = _as_batch(pred, target)
-    mse = (p - t).pow(2).mean(dim=(1, 2, 3))
-    return (-10 * torch.log10(mse.clamp_min(10 ** (-max_db / 10)))).clamp_max(max_db)
-
-
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Colour SSIM (11x11 Gaussian window, sigma 1.5) of [..., 3, H, W] images in [0, 1] -> [N]."""
-    p, t = _as_batch(pred, target)
+    p, t = as_image_batch(pred, target)
     return _ms_ssim(p, t, data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
 
 
@@ -48,7 +35,7 @@ class ImageMetrics:
 
     def lpips(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """LPIPS of [..., 3, H, W] images in [0, 1] -> [N], computed in chunks of `lpips_batch` images."""
-        p, t = _as_batch(pred, target)
+        p, t = as_image_batch(pred, target)
         if self._lpips is None:
             self._lpips = load_lpips(self.lpips_net, device=self.device)
         with torch.no_grad():

@@ -73,7 +73,7 @@ def train_autoencoder(cfg: TrainConfig, accelerator) -> Path:
 @torch.no_grad()
 def _calibrate_and_measure(vae: AutoencoderKL, train_set, val_set, cfg: TrainConfig, device) -> dict[str, float]:
     """Set ``scaling_factor`` = 1 / std of training latents; return it and the held-out reconstruction PSNR."""
-    from cameo.eval.metrics import psnr
+    from cameo.image_metrics import psnr
 
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     count = min(64, len(train_set))

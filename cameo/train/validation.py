@@ -13,7 +13,7 @@ from cameo.train.config import TrainConfig
 def psnr_validation(cfg: TrainConfig, model: torch.nn.Module, parts: Components, scheduler: DDPMScheduler) -> dict:
     """Mean PSNR of target views sampled (DDIM, ``val_ddim_steps``, CFG ``val_cfg_scale``) from the first view of
     each held-out sample; the 1-to-(F-1) setting of the paper."""
-    from cameo.eval.metrics import psnr
+    from cameo.image_metrics import psnr
     from cameo.sampling import sample_views
 
     codec = parts.codec if parts.codec is not None else PixelCodec()
