@@ -13,10 +13,9 @@ import argparse
 import time
 
 import torch
-from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
 
 from cameo.cameras import invert_pose, look_at
-from recon.rasterize import rasterization
+from recon.rasterize import covariances, project_gaussians, rasterization
 
 
 def random_scene(n: int, n_cams: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -41,8 +40,7 @@ def random_scene(n: int, n_cams: int, size: int, seed: int = 0) -> dict[str, tor
 def baseline_rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height):
     """The straightforward compositor: radius-box pairs, argsort by (pixel, depth), autograd everywhere."""
     C, N = viewmats.shape[0], means.shape[0]
-    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
-    radii, means2d, depths, conics, _ = _fully_fused_projection(means, covars, viewmats, Ks, width, height)
+    radii, means2d, depths, conics, _ = project_gaussians(means, covariances(quats, scales), viewmats, Ks, width, height)
     with torch.no_grad():
         cam, gid = torch.nonzero((radii > 0).all(-1), as_tuple=True)
         m, r = means2d[cam, gid], radii[cam, gid].float()

@@ -25,6 +25,22 @@ RADIUS_SIGMAS = 3.33  # gsplat's bounding-box extent in standard deviations
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 
 
+def covariances(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """3D covariances ``[N,3,3]`` of Gaussians from quaternions ``[N,4]`` (normalised here) and scales ``[N,3]``.
+
+    gsplat's pure-torch reference functions are private (``gsplat.cuda._torch_impl``): they are imported only in
+    this module, and the rest of the project uses these wrappers."""
+    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
+    return covars
+
+
+def project_gaussians(means: torch.Tensor, covars: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,
+                      width: int, height: int, **options: Any) -> tuple[torch.Tensor, ...]:
+    """gsplat's pure-torch projection into ``C`` cameras: ``(radii, means2d [C,N,2], depths, conics,
+    compensations)``; ``options``: ``eps2d``, ``near_plane``, ``far_plane``."""
+    return _fully_fused_projection(means, covars, viewmats, Ks, width, height, **options)
+
+
 def rasterization(
     means: torch.Tensor,
     quats: torch.Tensor,
@@ -67,9 +83,9 @@ def rasterization(
             render_mode=render_mode, packed=False,
         )
     C, N = viewmats.shape[0], means.shape[0]
-    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_preci=False)
-    _, means2d, depths, conics, _ = _fully_fused_projection(
-        means, covars, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane
+    _, means2d, depths, conics, _ = project_gaussians(
+        means, covariances(quats, scales), viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane,
+        far_plane=far_plane,
     )
     radii = _opacity_aware_radii(means2d, conics, depths, opacities, width, height, near_plane, far_plane)
     opacities_c = opacities[None, :].expand(C, N)

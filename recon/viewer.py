@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import viser
 import viser.transforms as vtf
-from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci
 
+from recon.rasterize import covariances
 from recon.splats import Splats, load_ply
 
 
@@ -78,7 +78,7 @@ def launch_viewer(
 def splat_arrays(splats: Splats) -> dict[str, np.ndarray]:
     """viser's splat arrays: centres, 3x3 covariances, DC colours and opacities (view-dependent SH is dropped)."""
     s = splats.detach()
-    covars, _ = _quat_scale_to_covar_preci(s.quats, torch.exp(s.scales), compute_preci=False)
+    covars = covariances(s.quats, torch.exp(s.scales))
     return {
         "centers": s.means.float().cpu().numpy(),
         "covariances": covars.float().cpu().numpy(),
