@@ -217,8 +217,17 @@ def _plan_jobs(plan: TrajectoryPlan, num_views: int) -> list[list[_Job]]:
     return jobs
 
 
+class ColouredPoints(Protocol):
+    """A point cloud (``cameo.geometry.cloud.PointCloud``): world ``points [N,3]``, ``colors [N,3]`` in [0, 1] and
+    world radii ``sizes [N]``."""
+
+    points: torch.Tensor
+    colors: torch.Tensor
+    sizes: torch.Tensor
+
+
 def _path_priors(
-    model: torch.nn.Module, cloud: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None,
+    model: torch.nn.Module, cloud: ColouredPoints | None,
     K: torch.Tensor, c2w: torch.Tensor, height: int, width: int,
 ) -> torch.Tensor | None:
     """Priors ``[V,4,H,W]`` of every path view (None for models without a prior; empty without a cloud)."""
@@ -226,9 +235,7 @@ def _path_priors(
         return None
     if cloud is None:
         return torch.zeros(K.shape[0], 4, height, width)
-    points, colors, sizes = cloud
-    return render_priors(points.cpu(), colors.cpu(), None if sizes is None else sizes.cpu(), K.cpu(), c2w.cpu(),
-                         height, width)
+    return render_priors(cloud.points.cpu(), cloud.colors.cpu(), cloud.sizes.cpu(), K.cpu(), c2w.cpu(), height, width)
 
 
 def generate_trajectory(
@@ -245,7 +252,7 @@ def generate_trajectory(
     groups_per_batch: int = 4,
     progress: ProgressFn | None = None,
     show_progress: bool = True,
-    cloud: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+    cloud: ColouredPoints | None = None,
 ) -> torch.Tensor:
     """Generate every view of a camera path with a multi-pass group plan (trajectories.plan.plan_generation).
 
@@ -254,8 +261,8 @@ def generate_trajectory(
     encoded inputs or latents generated in an earlier pass) followed by its targets, with cameras normalised
     relative to the group's first conditioning view. Groups of a pass with the same shape are batched
     ``groups_per_batch`` at a time; each group's noise comes from its own seed, so batching does not change results.
-    ``cloud``: (points ``[N,3]``, colours ``[N,3]``, world radii ``[N]`` or None) of the inputs in the path's world
-    frame, rendered into every path view as the prior of models that take one (None: empty priors); conditioning
+    ``cloud``: the inputs' point cloud (``points [N,3]``, ``colors [N,3]``, world radii ``sizes [N]``) in the path's
+    world frame, rendered into every path view as the prior of models that take one (None: empty priors); conditioning
     views see themselves (inputs, or views generated in an earlier pass). Returns all ``V`` images ``[V,3,H,W]``
     in [0, 1] (the inputs as given).
     """

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from cameo.atomic import atomic_dir
+from cameo.eval.baselines import DEPTH_SOURCES
 from cameo.eval.lpips import LPIPSWeightsMissing, install_lpips_weights, lpips_cache_dir
 
 EPILOG = """examples:
@@ -93,13 +94,15 @@ def cmd_nvs(args: argparse.Namespace) -> None:
     metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
     with _report(args.out, args.overwrite) as out:
         result = evaluate_nvs(model, codec, _scenes(args, image_size), metrics, args.settings, args.steps, args.cfg, args.seed,
-                              schedule)
+                              schedule, depth_sources=args.depth_source, baselines=not args.no_baselines)
         write_csv(result.rows, out / "per_view.csv")
-        summary = summarize(result.rows, ("setting",), ("psnr", "ssim", "lpips"))
+        summary = summarize(result.rows, ("setting", "method"), ("psnr", "ssim", "lpips"))
         write_csv(summary, out / "summary.csv")
         (out / "summary.md").write_text(
             f"# NVS metrics ({args.scenes} held-out {args.kind} scenes, {args.steps} DDIM steps, CFG {args.cfg})\n\n"
-            f"PSNR on clipped images; SSIM colour 11x11 Gaussian (sigma 1.5); LPIPS-{args.lpips}.\n\n"
+            f"PSNR on clipped images; SSIM colour 11x11 Gaussian (sigma 1.5); LPIPS-{args.lpips}. Beside the model, "
+            "the trivial baselines on the same views (cameo.eval.baselines); a prior model's references' depth comes "
+            "from two-view stereo (2-to-2 only) or the exact depth, as the method says.\n\n"
             + markdown_table(summary))
         for setting, examples in result.examples.items():
             picture_grid(examples).save(out / f"grid_{setting}.png")
@@ -202,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     common(p)
     sampling(p)
+    p.add_argument("--depth-source", nargs="+", default=["stereo", "gt"], choices=DEPTH_SOURCES,
+                   help="references' depth for models with a warped prior, one scored row each: stereo (between the "
+                        "two references of 2-to-2, as cameo-recon does; none in 1-to-3), gt (exact), none")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the trivial baselines (mean colour, nearest reference, warped prior alone)")
     p.set_defaults(func=cmd_nvs)
 
     p = sub.add_parser("probe", help="correspondence precision of attention layers (Probe3D protocol)")

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from cameo.cameras import unproject_depth
+from cameo.eval.baselines import DepthSource, reference_depth, trivial_predictions
 from cameo.eval.attention_viz import attended_points, draw_attention, query_lattice
 from cameo.eval.metrics import ImageMetrics, psnr
 from cameo.eval.probe3d import (attention_precision, correspondence_precision, probe_pair, relative_rotation_deg,
                                 rotation_bin, scale_relative_threshold)
+from cameo.priors import views_prior
 from cameo.sampling import normalized_plucker, sample_views
 from cameo.train.step import denoising_loss, noise_targets
 
@@ -37,6 +39,8 @@ class EvalScene:
     K: torch.Tensor
     c2w: torch.Tensor
     pointmaps: torch.Tensor
+    depth: torch.Tensor | None = None
+    """``[V,H,W]`` z-depth (NaN = no surface) when known."""
 
 
 def procedural_scenes(count: int, kind: str = "object", resolution: int = 64, seed: int = 0,
@@ -49,7 +53,7 @@ def procedural_scenes(count: int, kind: str = "object", resolution: int = 64, se
         K, c2w = torch.from_numpy(scene.K), torch.from_numpy(scene.c2w)
         depth = torch.from_numpy(scene.depth)
         yield EvalScene(scene.scene_id, torch.from_numpy(scene.rgb).permute(0, 3, 1, 2).float() / 255, K, c2w,
-                        unproject_depth(depth, K, c2w).permute(0, 3, 1, 2))
+                        unproject_depth(depth, K, c2w).permute(0, 3, 1, 2), depth.float())
 
 
 def mixed_procedural_scenes(count: int, resolution: int = 64, seed: int = 0) -> list[EvalScene]:
@@ -68,25 +72,53 @@ class NVSResult:
 
 
 def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetrics, settings: Iterable[str] = SETTINGS,
-                 steps: int = 50, cfg: float = 2.0, seed: int = 0, schedule=None, perturb: Iterable[str] = ()) -> NVSResult:
+                 steps: int = 50, cfg: float = 2.0, seed: int = 0, schedule=None, perturb: Iterable[str] = (),
+                 depth_sources: Iterable[DepthSource] = ("stereo",), baselines: bool = False) -> NVSResult:
     """Generate the targets of every scene in every setting and score them against the ground truth.
 
-    ``perturb``: layers replaced by identity attention during generation (empty = the normal model).
+    Rows carry a ``method``: ``model`` (models without a prior), ``model (<source> prior)`` for each of
+    ``depth_sources`` (models with a prior: the references' depth from stereo between the two references as
+    ``cameo-recon`` computes it, the exact depth, or none; 1-to-3 has no stereo), and with ``baselines`` the trivial
+    predictions of :mod:`cameo.eval.baselines` on the same views. ``perturb``: layers replaced by identity
+    attention during generation (empty = the normal model). Pictures show the first model method.
     """
+    sources = tuple(depth_sources) if getattr(model, "uses_prior", False) else ("none",)
     rows, examples = [], {s: [] for s in settings}
     for scene in scenes:
         for setting in examples:
             n = SETTINGS[setting]
-            with model.attention_control(perturb=list(perturb)):
-                pred = sample_views(model, codec, scene.images[:n], scene.K[:n], scene.c2w[:n], scene.K[n:],
-                                    scene.c2w[n:], steps=steps, cfg=cfg, seed=seed, schedule=schedule)
-            gt = scene.images[n:]
-            values = metrics(pred, gt)
-            for v in range(len(gt)):
-                rows.append({"scene": scene.scene_id, "setting": setting, "view": n + v,
-                             **{k: float(x[v]) for k, x in values.items()}})
-            examples[setting].append((scene.images[:n], gt, pred))
+            refs, gt = scene.images[:n], scene.images[n:]
+            depths = {src: reference_depth(refs, scene.K[:n], scene.c2w[:n],
+                                           None if scene.depth is None else scene.depth[:n], src)
+                      for src in {*sources, *(("stereo", "gt") if baselines and scene.depth is not None else ())}}
+            predictions = {}
+            for src in sources:
+                with model.attention_control(perturb=list(perturb)):
+                    predictions["model" if src == "none" else f"model ({src} prior)"] = sample_views(
+                        model, codec, refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:], steps=steps,
+                        cfg=cfg, seed=seed, schedule=schedule, ref_depth=depths[src])
+            examples[setting].append((refs, gt, next(iter(predictions.values()))))
+            if baselines:
+                predictions.update(trivial_predictions(refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:],
+                                                       {src: depths.get(src) for src in ("stereo", "gt")}))
+            for method, pred in predictions.items():
+                values = metrics(pred, gt)
+                for v in range(len(gt)):
+                    rows.append({"scene": scene.scene_id, "setting": setting, "method": method, "view": n + v,
+                                 **{k: float(x[v]) for k, x in values.items()}})
     return NVSResult(rows, examples)
+
+
+def _gt_prior(model, scene: EvalScene, refs: int, repeat: int) -> torch.Tensor | None:
+    """The exact-depth warped prior ``[repeat,V,4,H,W]`` of a scene's views for models that take one."""
+    if not getattr(model, "uses_prior", False):
+        return None
+    height, width = scene.images.shape[-2:]
+    mask = torch.arange(scene.images.shape[0]) < refs
+    depth = None if scene.depth is None else scene.depth[:refs]
+    prior = views_prior(scene.images[:refs], depth, scene.K[:refs], scene.c2w[:refs], scene.K, scene.c2w, mask,
+                        height, width)
+    return prior[None].expand(repeat, -1, -1, -1, -1)
 
 
 def heldout_denoising_loss(model, codec, scenes: Iterable[EvalScene], schedule, settings: Iterable[str] = SETTINGS,
@@ -117,8 +149,9 @@ def heldout_denoising_loss(model, codec, scenes: Iterable[EvalScene], schedule, 
             if swap_references:
                 other = encoded[(index + 1) % len(scenes)][:refs]
                 sample = torch.cat([other[None].expand(len(t), -1, -1, -1, -1), sample[:, refs:]], dim=1)
+            prior = _gt_prior(model, scene, refs, len(t))
             with torch.no_grad():
-                pred = model(sample, noised.timesteps, plucker, ref_mask)
+                pred = model(sample, noised.timesteps, plucker, ref_mask, None, prior)
             losses.setdefault(setting, []).append(denoising_loss(pred, noised.target, ref_mask))
     return {f"{setting} loss": float(torch.stack(values).mean()) for setting, values in losses.items()}
 

@@ -1,0 +1,150 @@
+"""The warped-reference prior: its channels in the model, the unconditional branch, training priors and dropout,
+warm starts from a camera-only model, and sampling with reference depth."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cameo.cameras import look_at
+from cameo.model import build_model
+from cameo.priors import depth_cloud, render_priors, set_reference_priors, views_prior
+from cameo.train.config import PriorConfig
+from cameo.train.model_setup import warm_start
+from cameo.train.priors import degrade_depth, training_priors
+
+
+def _cameras(views: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = torch.linspace(-0.3, 0.3, views)
+    eye = torch.stack([3 * angles.sin(), torch.zeros(views), -3 * angles.cos()], -1)
+    c2w = look_at(eye, torch.zeros(views, 3), torch.tensor([0.0, -1.0, 0.0]).expand(views, 3))
+    K = torch.tensor([[size * 1.2, 0, size / 2], [0, size * 1.2, size / 2], [0, 0, 1.0]]).expand(views, 3, 3).clone()
+    return K, c2w
+
+
+def _model_inputs(model, b: int = 2, f: int = 3, size: int = 16):
+    torch.manual_seed(0)
+    sample = torch.randn(b, f, 3, size, size)
+    timesteps = torch.full((b, f), 500)
+    timesteps[:, 0] = 0
+    plucker = torch.randn(b, f, 6, size, size)
+    ref_mask = torch.zeros(b, f, dtype=torch.bool)
+    ref_mask[:, 0] = True
+    return sample, timesteps, plucker, ref_mask
+
+
+def _perturb_new_inputs(model) -> None:
+    """Give the zero-initialised output convs weights so that every input reaches the prediction."""
+    with torch.no_grad():
+        model.camera_encoder.zero_out.weight.normal_(0, 0.1)
+
+
+def test_prior_channels_change_the_prediction_and_are_required():
+    model = build_model("tiny-prior", cameo_head="mean").eval()
+    _perturb_new_inputs(model)
+    assert model.uses_prior
+    assert model.unet.conv_in.in_channels == 3 + 4  # tiny: 3 channels, no fold; prior RGB + mask concatenated
+    assert model.camera_encoder.body[0].in_channels == 7 + 4
+    sample, t, plucker, ref_mask = _model_inputs(model)
+    prior = torch.rand(2, 3, 4, 16, 16)
+    with torch.no_grad():
+        a = model(sample, t, plucker, ref_mask, None, prior)
+        b = model(sample, t, plucker, ref_mask, None, torch.zeros_like(prior))
+    assert (a - b).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="expects a warped-reference prior"):
+        model(sample, t, plucker, ref_mask)
+    camera_only = build_model("tiny", cameo_head="mean")
+    with pytest.raises(ValueError, match="takes no prior"):
+        camera_only(sample, t, plucker, ref_mask, None, prior)
+
+
+def test_unconditional_branch_drops_prior_and_camera():
+    model = build_model("tiny-prior", cameo_head="mean").eval()
+    _perturb_new_inputs(model)
+    sample, t, plucker, ref_mask = _model_inputs(model)
+    drop = torch.tensor([True, True])
+    with torch.no_grad():
+        dropped = model(sample, t, plucker, ref_mask, drop, torch.rand(2, 3, 4, 16, 16))
+        empty = model(sample, t, torch.zeros_like(plucker), ref_mask, None, torch.zeros(2, 3, 4, 16, 16))
+    torch.testing.assert_close(dropped, empty)
+
+
+def test_warm_start_from_camera_only_model_keeps_its_output(tmp_path):
+    source = build_model("tiny", cameo_head="mean").eval()
+    with torch.no_grad():
+        source.camera_encoder.zero_out.weight.normal_(0, 0.1)
+    source.save_pretrained(tmp_path / "unet")
+    target = build_model("tiny-prior", cameo_head="mean").eval()
+    warm_start(target, tmp_path)
+    sample, t, plucker, ref_mask = _model_inputs(source)
+    with torch.no_grad():
+        expected = source(sample, t, plucker, ref_mask)
+        got = target(sample, t, plucker, ref_mask, None, torch.rand(2, 3, 4, 16, 16))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)  # new inputs start at zero
+
+
+def test_views_prior_warps_references_into_targets_and_references_see_themselves():
+    size = 16
+    K, c2w = _cameras(3, size)
+    depth = torch.full((1, size, size), 3.0)
+    image = torch.rand(1, 3, size, size)
+    mask = torch.tensor([True, False, False])
+    prior = views_prior(image, depth, K[:1], c2w[:1], K, c2w, mask, size, size)
+    assert prior.shape == (3, 4, size, size)
+    torch.testing.assert_close(prior[0, :3], image[0])
+    assert bool((prior[0, 3] == 1).all())
+    for target in (1, 2):  # a plane seen from nearby cameras covers most of each target
+        assert 0.5 < float(prior[target, 3].mean()) < 1.0
+    same = render_priors(*depth_cloud(image, depth, K[:1], c2w[:1]), K[:1], c2w[:1], size, size)
+    torch.testing.assert_close(same[0, :3], image[0])  # a warp into the reference's own camera reproduces it
+    without = views_prior(image, None, K[:1], c2w[:1], K, c2w, mask, size, size)
+    assert float(without[1:].abs().sum()) == 0.0 and bool((without[0, 3] == 1).all())
+    own = set_reference_priors(torch.zeros(3, 4, size, size), torch.rand(3, 3, size, size), mask)
+    assert bool((own[0, 3] == 1).all()) and float(own[1:].abs().sum()) == 0.0
+
+
+def test_degraded_depth_has_holes_and_noise_but_stays_close():
+    depth = torch.full((2, 32, 32), 2.0)
+    depth[:, 8:24, 8:24] = 1.0  # a box in front: its edges are discontinuities
+    out = degrade_depth(depth, PriorConfig(), torch.Generator().manual_seed(0))
+    valid = torch.isfinite(out)
+    assert 0.4 < float(valid.float().mean()) < 1.0
+    edge = torch.zeros_like(depth, dtype=torch.bool)
+    edge[:, 7:9, 7:25] = True
+    assert float(valid[edge].float().mean()) < 0.5  # most edge pixels dropped
+    rel = (out[valid] / depth[valid] - 1).abs()
+    assert float(rel.max()) < 0.1 and float(rel.mean()) > 0
+
+
+def test_training_priors_dropout_rates():
+    size, b, f = 8, 64, 4
+    K, c2w = _cameras(f, size)
+    batch = {"images": torch.rand(b, f, 3, size, size), "depth": torch.full((b, f, size, size), 3.0),
+             "K": K.expand(b, -1, -1, -1), "c2w": c2w.expand(b, -1, -1, -1)}
+    ref_mask = torch.zeros(b, f, dtype=torch.bool)
+    ref_mask[:, 0] = True
+    cfg = PriorConfig(depth="gt", drop_view=0.5, drop_batch=0.0)
+    prior = training_priors(batch, ref_mask, cfg, torch.Generator().manual_seed(1))
+    assert bool((prior[:, 0, 3] == 1).all())  # references are never dropped per view
+    kept = (prior[:, 1:, 3].flatten(2).amax(-1) > 0).float().mean()
+    assert 0.35 < float(kept) < 0.65
+    all_dropped = training_priors(batch, ref_mask, PriorConfig(depth="gt", drop_batch=1.0),
+                                  torch.Generator().manual_seed(1))
+    assert float(all_dropped.abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="needs depth"):
+        training_priors({k: v for k, v in batch.items() if k != "depth"}, ref_mask, cfg, torch.Generator())
+
+
+def test_sample_views_with_reference_depth_runs_for_prior_model():
+    from cameo.model.codec import PixelCodec
+    from cameo.sampling import sample_views
+
+    size = 16
+    model = build_model("tiny-prior", cameo_head="mean").eval()
+    K, c2w = _cameras(3, size)
+    images = torch.rand(2, 3, size, size)
+    depth = torch.full((2, size, size), 3.0)
+    out = sample_views(model, PixelCodec(), images, K[:2], c2w[:2], K[2:], c2w[2:], steps=2, ref_depth=depth)
+    assert out.shape == (1, 3, size, size) and math.isfinite(float(out.sum()))
