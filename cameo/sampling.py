@@ -16,7 +16,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
 
-from cameo.cameras import normalize_cameras, plucker_rays
+from cameo.diffusion import camera_conditioning
 from cameo.model.codec import LatentCodec
 from cameo.priors import render_priors, set_reference_priors, views_prior
 
@@ -108,12 +108,6 @@ def denoise(
     return x
 
 
-def normalized_plucker(c2w: torch.Tensor, K: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Plücker rays ``[..., V, 6, H, W]`` of cameras made relative to view 0, farthest at distance 1 (training's)."""
-    c2w_n, _ = normalize_cameras(c2w.float(), ref=0)
-    return plucker_rays(c2w_n, K.float(), height, width)
-
-
 def _check_views(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, what: str) -> None:
     n = images.shape[0] if images is not None else K.shape[0]
     if K.shape != (n, 3, 3) or c2w.shape != (n, 4, 4):
@@ -157,7 +151,7 @@ def sample_views(
     clean = torch.zeros((1, n + m, *ref_latents.shape[1:]), device=device, dtype=ref_latents.dtype)
     clean[0, :n] = ref_latents
     ref_mask = (torch.arange(n + m, device=device) < n)[None]
-    plucker = normalized_plucker(torch.cat([ref_c2w, target_c2w]), torch.cat([ref_K, target_K]), height, width)
+    plucker = camera_conditioning(torch.cat([ref_c2w, target_c2w]), torch.cat([ref_K, target_K]), height, width)
     prior = None
     if getattr(model, "uses_prior", False):
         all_K, all_c2w = torch.cat([ref_K, target_K]).float(), torch.cat([ref_c2w, target_c2w]).float()
@@ -299,7 +293,7 @@ def generate_trajectory(
                 clean = latents[views.to(device)].clone()
                 clean[:, n_cond:] = 0
                 ref_mask = (torch.arange(views.shape[1], device=device) < n_cond).expand(len(batch), -1)
-                plucker = normalized_plucker(c2w_all[views], K_all[views], height, width).to(device)
+                plucker = camera_conditioning(c2w_all[views], K_all[views], height, width).to(device)
                 prior = None if priors is None else set_reference_priors(priors[views], images[views],
                                                                          ref_mask.cpu())
                 noise = torch.stack([

@@ -9,13 +9,8 @@ import torch
 from cameo.cameras import look_at
 from cameo.train.loop import make_noise_scheduler
 from cameo.train.config import TrainConfig
-from cameo.train.step import (
-    camera_conditioning,
-    camera_dropout,
-    denoising_loss,
-    noise_targets,
-    step_generator,
-)
+from cameo.diffusion import camera_conditioning, denoising_loss, noise_targets
+from cameo.train.step import camera_dropout, step_generator
 
 
 def test_train_references_stay_clean_and_v_target():

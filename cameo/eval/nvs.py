@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import torch
 
 from cameo.cameras import unproject_depth
+from cameo.diffusion import camera_conditioning, denoising_loss, noise_targets
 from cameo.eval.baselines import DepthSource, reference_depth, trivial_predictions
 from cameo.eval.attention_viz import attended_points, draw_attention, query_lattice
 from cameo.eval.metrics import ImageMetrics, psnr
 from cameo.eval.probe3d import (attention_precision, correspondence_precision, probe_pair, relative_rotation_deg,
                                 rotation_bin, scale_relative_threshold)
 from cameo.priors import views_prior
-from cameo.sampling import normalized_plucker, sample_views
-from cameo.train.step import denoising_loss, noise_targets
+from cameo.sampling import sample_views
 
 SETTINGS = {"1-to-3": 1, "2-to-2": 2}
 """Setting name -> number of reference views among the 4 views of a scene."""
@@ -140,7 +140,7 @@ def heldout_denoising_loss(model, codec, scenes: Iterable[EvalScene], schedule, 
     for index, scene in enumerate(scenes):
         views, (height, width) = scene.images.shape[0], scene.images.shape[-2:]
         clean = encoded[index][None].expand(len(t), -1, -1, -1, -1)
-        plucker = normalized_plucker(scene.c2w, scene.K, height, width)[None].expand(len(t), -1, -1, -1, -1)
+        plucker = camera_conditioning(scene.c2w, scene.K, height, width)[None].expand(len(t), -1, -1, -1, -1)
         for setting in settings:
             refs = SETTINGS[setting]
             ref_mask = (torch.arange(views) < refs)[None].expand(len(t), -1)
@@ -190,7 +190,7 @@ def probe_scenes(model, codec, scenes: Iterable[EvalScene], layers: list[str], t
         height, width = scene.images.shape[-2:]
         for j in range(1, scene.images.shape[0]):
             pair = [0, j]
-            plucker = normalized_plucker(scene.c2w[pair], scene.K[pair], height, width) if cameras else None
+            plucker = camera_conditioning(scene.c2w[pair], scene.K[pair], height, width) if cameras else None
             tokens = probe_pair(model, codec, scene.images[j], scene.images[0], layers, plucker)
             angle = relative_rotation_deg(scene.c2w[j], scene.c2w[0]).item()
             rho = threshold if threshold is not None else scale_relative_threshold(

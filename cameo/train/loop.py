@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cameo.atomic import write_text_atomic
+from cameo.diffusion import camera_conditioning, denoising_loss, noise_targets
 from cameo.model_folder import ModelConfig, write_model_folder
 from cameo.train.checkpoint import (
     latest_checkpoint,
@@ -31,13 +32,7 @@ from cameo.train.config import TrainConfig, dump_config
 from cameo.train.ema import EMA_WEIGHTS, averaged_weights, make_ema, save_ema
 from cameo.train.batch_order import StreamBatchSampler
 from cameo.train.priors import training_priors
-from cameo.train.step import (
-    camera_conditioning,
-    camera_dropout,
-    denoising_loss,
-    noise_targets,
-    step_generator,
-)
+from cameo.train.step import camera_dropout, step_generator
 
 METRICS = "metrics.jsonl"
 EXPORT = "model"
