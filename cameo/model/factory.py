@@ -8,11 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from diffusers import AutoencoderKL
 from safetensors.torch import load_file
 
 from cameo.model.heads import HeadKind
-from cameo.model.codec import AutoencoderCodec, PixelCodec, LatentCodec, small_autoencoder
+from cameo.model.codec import AutoencoderCodec, LatentCodec, PixelCodec, load_autoencoder_codec, small_autoencoder
 from cameo.model.configs import ModelSpec, get_spec
 from cameo.model.unet import MultiViewUNet
 
@@ -50,7 +49,7 @@ def build_codec(config: str | ModelSpec, pretrained: str | Path | None = None) -
         vae_dir = _check_sd_folder(pretrained) / "vae"
         if not (vae_dir / "config.json").is_file():
             raise FileNotFoundError(f"{vae_dir}/config.json missing: the Stable Diffusion folder has no VAE")
-        return AutoencoderCodec(AutoencoderKL.from_pretrained(vae_dir))
+        return load_autoencoder_codec(vae_dir)
     return AutoencoderCodec(small_autoencoder(spec))
 
 

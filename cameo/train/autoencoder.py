@@ -14,8 +14,10 @@ from accelerate.utils import set_seed
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from cameo.model import get_spec, small_autoencoder
 from cameo.atomic import atomic_dir
+from cameo.image_metrics import psnr
+from cameo.model import get_spec, small_autoencoder
+from cameo.train.codec_setup import autoencoder_dir
 from cameo.train.config import TrainConfig
 from cameo.train.data import open_datasets
 
@@ -30,8 +32,6 @@ def train_autoencoder(cfg: TrainConfig, accelerator) -> Path:
 
     ``accelerator``: an ``Accelerator`` or ``PartialState`` (device, main process); one process trains it.
     """
-    from cameo.train.codec_setup import autoencoder_dir
-
     folder = autoencoder_dir(cfg)
     if folder is None:
         raise ValueError(f"preset {cfg.model.preset!r} has no small autoencoder to train (pixel space or SD VAE)")
@@ -73,8 +73,6 @@ def train_autoencoder(cfg: TrainConfig, accelerator) -> Path:
 @torch.no_grad()
 def _calibrate_and_measure(vae: AutoencoderKL, train_set, val_set, cfg: TrainConfig, device) -> dict[str, float]:
     """Set ``scaling_factor`` = 1 / std of training latents; return it and the held-out reconstruction PSNR."""
-    from cameo.image_metrics import psnr
-
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     count = min(64, len(train_set))
     indices = torch.randperm(len(train_set), generator=gen)[:count]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler
 
+from cameo.image_metrics import psnr
 from cameo.model import PixelCodec
+from cameo.sampling import sample_views
 from cameo.train.components import Components
 from cameo.train.config import TrainConfig
 
@@ -13,9 +15,6 @@ from cameo.train.config import TrainConfig
 def psnr_validation(cfg: TrainConfig, model: torch.nn.Module, parts: Components, scheduler: DDPMScheduler) -> dict:
     """Mean PSNR of target views sampled (DDIM, ``val_ddim_steps``, CFG ``val_cfg_scale``) from the first view of
     each held-out sample; the 1-to-(F-1) setting of the paper."""
-    from cameo.image_metrics import psnr
-    from cameo.sampling import sample_views
-
     codec = parts.codec if parts.codec is not None else PixelCodec()
     scores = []
     for index in range(len(parts.val_set)):
