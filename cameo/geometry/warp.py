@@ -67,8 +67,8 @@ def render_points(
     """Render ``points [N,3]`` with ``colors [N,C]`` into cameras ``K [V,3,3]``, ``c2w [V,4,4]`` (OpenCV).
 
     ``sizes [N]`` is each point's world-space radius (a source pixel's footprint: ``z / f * 0.5``); its projected
-    radius in pixels, rounded and clamped to ``max_radius``, sets the square each point covers (``None``: one
-    pixel). The nearest point wins each pixel (ties broken by the lower point index, so results are deterministic).
+    radius in pixels, rounded up and clamped to ``max_radius``, sets the square each point covers (``None``: one
+    pixel; a point seen at its source's scale covers 3x3 pixels, so a warped surface has no gaps). The nearest point wins each pixel (ties broken by the lower point index, so results are deterministic).
     """
     v_count = K.shape[0]
     device, dtype = points.device, points.dtype
@@ -82,7 +82,9 @@ def render_points(
         radius = torch.zeros_like(z, dtype=torch.long)
     else:
         focal = K[:, 0, 0][:, None]
-        radius = torch.round(sizes[finite][None] * focal / z.clamp_min(1e-8) - 0.5).clamp(0, max_radius).long()
+        # a footprint of half-width h pixels covers the pixels within ceil(h) of the one the centre falls in:
+        # projected centres land anywhere inside a pixel, so anything smaller leaves gaps between neighbours
+        radius = torch.ceil(sizes[finite][None] * focal / z.clamp_min(1e-8) - 1e-3).clamp(0, max_radius).long()
     pixel, depth, point = _splat_targets(uv, z, radius, height, width)
     total = v_count * height * width
     zbuf = torch.full((total,), float("inf"), device=device, dtype=dtype)
