@@ -22,8 +22,9 @@ def _loaded_after_importing(modules: list[str]) -> list[str]:
     """Names in ``sys.modules`` after a fresh interpreter imports ``modules``."""
     code = (f"import importlib, json, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
             "print(json.dumps(sorted(sys.modules)))")
+    # a fresh interpreter importing torch, diffusers and gradio: seconds, minutes on a heavily loaded machine
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                         timeout=300)
+                         timeout=900)
     return json.loads(out.stdout.splitlines()[-1])
 
 
