@@ -1,0 +1,341 @@
+"""Two-view depth with known cameras: a plane sweep in each view against the other, ZNCC, two-way check.
+
+Why by hand: OpenCV's StereoSGBM (and every stereo matcher it or kornia ships) needs a rectified pair, and planar
+rectification degenerates when the epipoles fall inside the images (forward motion, the usual phone walk); a plane
+sweep warps the other view onto fronto-parallel planes of the reference view with ``grid_sample``, which works for
+any relative pose. No offline stereo network is available (see ``/work/shared/ANCHORS.md``).
+
+Per reference view: hypotheses uniform in inverse depth (so uniform in disparity for a sideways pair) spanning the
+range where the two frusta overlap (or a given depth range), first at half resolution to find the scene's depth range,
+then at full resolution inside it; a zero-mean normalised cross-correlation (ZNCC) score on grey-level windows;
+winner-take-all with a parabolic sub-hypothesis fit; a distinctiveness confidence (best vs best-elsewhere score); and a
+two-way check (the other view's depth at the projected pixel must agree). Low-texture, ambiguous, out-of-range and
+inconsistent pixels come out invalid (depth NaN) rather than wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cameo.cameras import invert_pose, pixel_centers, project_points, unproject_depth
+
+
+@dataclass
+class StereoResult:
+    """Per view: ``depth [2,H,W]`` z-depth (NaN invalid), ``confidence [2,H,W]`` in [0, 1] (0 where invalid),
+    ``valid [2,H,W]`` bool."""
+
+    depth: torch.Tensor
+    confidence: torch.Tensor
+    valid: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StereoOptions:
+    """Matching parameters (defaults chosen on held-out procedural pairs with ``benchmarks/bench_geometry.py``)."""
+
+    num_hypotheses: int = 96  # full-resolution sweep
+    coarse_hypotheses: int = 96  # half-resolution sweep that finds the depth range
+    window: int = 5  # ZNCC window side at 256 px (scaled with the image, odd, >= 3)
+    min_texture: float = 0.002  # RMS gradient along the epipolar line (grey levels / px) below which: textureless
+    min_score: float = 0.5  # best ZNCC below this: no reliable match
+    min_confidence: float = 0.05  # 1 - (1 - best) / (1 - best elsewhere) below this: ambiguous
+    max_reprojection_px: float = 1.0  # two-way check: pixel distance after the round trip
+    max_depth_disagreement: float = 0.03  # two-way check: relative z difference in the other view
+    p1: float = 0.1  # semi-global penalty for a one-hypothesis step between neighbours (cost = 1 - ZNCC)
+    p2: float = 0.5  # semi-global penalty for a larger jump
+    chunk: int = 16  # hypotheses warped at once (bounds memory at chunk x H x W x ~10 floats)
+
+
+def _gray(images: torch.Tensor) -> torch.Tensor:
+    """Grey level ``[V,1,H,W]`` of RGB images ``[V,3,H,W]``: the channel mean (luma weights would hide texture in
+    blue surfaces)."""
+    return images.mean(1, keepdim=True)
+
+
+def _box(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a ``size x size`` window (separable; windows cut at the border average what is inside)."""
+    pad = size // 2
+    x = F.avg_pool2d(x, (1, size), stride=1, padding=(0, pad), count_include_pad=False)
+    return F.avg_pool2d(x, (size, 1), stride=1, padding=(pad, 0), count_include_pad=False)
+
+
+def _sweep_terms(K: torch.Tensor, c2w: torch.Tensor, ref: int, src: int, height: int, width: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a [3,H,W]``, ``b [3]`` with ``p_src ~ a + rho * b`` for reference pixels at inverse depth ``rho``."""
+    rel = invert_pose(c2w[src]) @ c2w[ref]  # reference camera -> source camera
+    uv = pixel_centers(height, width, device=K.device, dtype=K.dtype)
+    rays = torch.cat([uv, torch.ones_like(uv[..., :1])], -1) @ torch.linalg.inv(K[ref]).T  # [H,W,3], z = 1
+    a = (rays @ (K[src] @ rel[:3, :3]).T).permute(2, 0, 1)
+    return a.contiguous(), K[src] @ rel[:3, 3]
+
+
+def overlap_inverse_depth_range(K: torch.Tensor, c2w: torch.Tensor, ref: int, src: int, height: int, width: int,
+                                min_fraction: float = 0.1, samples: int = 512) -> tuple[float, float] | None:
+    """Inverse-depth interval of view ``ref`` over which at least ``min_fraction`` of its pixels project inside view
+    ``src`` (in front of it); None when the cameras share no such interval (e.g. a pure rotation)."""
+    baseline = float((c2w[ref, :3, 3] - c2w[src, :3, 3]).norm())
+    if baseline < 1e-9:
+        return None
+    step = max(1, min(height, width) // 32)
+    a, b = _sweep_terms(K, c2w, ref, src, height, width)
+    a = a[:, step // 2 :: step, step // 2 :: step].reshape(3, -1)
+    rho = torch.linspace(0.0, 20.0 / baseline, samples, dtype=K.dtype)  # down to 1/20 of the baseline
+    p = a[None] + rho[:, None, None] * b[None, :, None]  # [S,3,P]
+    z = p[:, 2]
+    u, v = p[:, 0] / z.clamp_min(1e-12), p[:, 1] / z.clamp_min(1e-12)
+    inside = (z > 1e-9) & (u >= 0) & (u <= width) & (v >= 0) & (v <= height)
+    ok = torch.nonzero(inside.float().mean(1) >= min_fraction).squeeze(1)
+    if len(ok) == 0:
+        return None
+    return float(rho[ok[0]]), float(rho[ok[-1]])
+
+
+def epipolar_texture(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref: int, window: int) -> torch.Tensor:
+    """RMS grey-level gradient along the epipolar line through each pixel of view ``ref`` over a window ``[H,W]``.
+
+    Matching can only tell positions apart along the epipolar line, so a gradient across it (a sky's vertical ramp
+    under a sideways motion) does not count as texture.
+    """
+    _, _, height, width = gray.shape
+    img = gray[ref : ref + 1]
+    gx = F.pad(img[..., :, 2:] - img[..., :, :-2], (1, 1, 0, 0), mode="replicate")[0, 0] / 2
+    gy = F.pad(img[..., 2:, :] - img[..., :-2, :], (0, 0, 1, 1), mode="replicate")[0, 0] / 2
+    w2c = invert_pose(c2w[ref])
+    epipole = K[ref] @ (w2c[:3, :3] @ c2w[1 - ref, :3, 3] + w2c[:3, 3])  # other camera's centre, homogeneous
+    uv = pixel_centers(height, width, dtype=K.dtype)
+    direction = epipole[:2] - epipole[2] * uv  # [H,W,2], towards (or away from) the epipole
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    along = gx * direction[..., 0] + gy * direction[..., 1]
+    return _box((along * along)[None, None], window)[0, 0].sqrt()
+
+
+def _scores(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref: int, rho: torch.Tensor, window: int,
+            chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZNCC of view ``ref`` against the other view warped onto each inverse depth: ``[D,H,W]`` (-1 where the pixel
+    leaves the other image), and the reference's texture along epipolar lines ``[H,W]``."""
+    src = 1 - ref
+    _, _, height, width = gray.shape
+    a, b = _sweep_terms(K, c2w, ref, src, height, width)
+    r = gray[ref : ref + 1]
+    r_mean = _box(r, window)
+    r_std = (_box(r * r, window) - r_mean**2).clamp_min(0).sqrt()
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=K.dtype)
+    out = []
+    for part in rho.split(chunk):
+        p = a[None] + part[:, None, None, None] * b[None, :, None, None]  # [c,3,H,W]
+        z = p[:, 2]
+        uv = p[:, :2] / z.clamp_min(1e-12)[:, None]
+        inside = (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0) & (uv[:, 1] <= height)
+        grid = (uv.permute(0, 2, 3, 1) * scale - 1).clamp(-2, 2)
+        warped = F.grid_sample(gray[src : src + 1].expand(len(part), -1, -1, -1), grid, mode="bilinear",
+                               padding_mode="border", align_corners=False)  # [c,1,H,W]
+        moments = _box(torch.cat([warped, warped * warped, warped * r], 1), window)
+        w_mean = moments[:, :1]
+        w_var = (moments[:, 1:2] - w_mean**2).clamp_min(0)
+        cov = moments[:, 2:3] - w_mean * r_mean
+        zncc = (cov / (w_var.sqrt() * r_std).clamp_min(1e-6))[:, 0].clamp(-1, 1)
+        out.append(torch.where(inside, zncc, torch.full_like(zncc, -1.0)))
+    return torch.cat(out), epipolar_texture(gray, K, c2w, ref, window)
+
+
+@dataclass
+class _Match:
+    """Winner-take-all result of one view: depth (NaN out of range), best score, distinctiveness confidence, and
+    ``reliable`` (textured, matched well, unambiguous)."""
+
+    depth: torch.Tensor
+    score: torch.Tensor
+    confidence: torch.Tensor
+    position: torch.Tensor  # sub-hypothesis index of the winner
+    reliable: torch.Tensor | None = None
+
+
+def _scan(cost: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
+    """Semi-global path costs of ``cost [L,B,D,N]`` along its first axis (index 0 first)."""
+    out = torch.empty_like(cost)
+    prev = out[0] = cost[0]
+    for i in range(1, cost.shape[0]):
+        floor = prev.amin(1, keepdim=True)
+        near = -F.max_pool1d(-prev.transpose(1, 2), 3, stride=1, padding=1).transpose(1, 2)  # min over d-1, d, d+1
+        prev = torch.minimum(torch.minimum(prev, near + p1), floor + p2).sub_(floor).add_(cost[i])
+        out[i] = prev
+    return out
+
+
+def aggregate(cost: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
+    """Semi-global aggregation (Hirschmueller's SGM, 4 paths) of matching costs ``[B,D,H,W]`` over hypothesis index.
+
+    Why by hand: OpenCV's SGBM runs only on rectified pairs; here the "disparity" axis is the plane-sweep index.
+    Both directions of a line run as one batch, so each axis costs one Python loop over its length.
+    """
+    b = cost.shape[0]
+    rows = cost.permute(3, 0, 1, 2)  # [W,B,D,H]: scan over columns
+    horizontal = _scan(torch.cat([rows, rows.flip(0)], 1).contiguous(), p1, p2)
+    total = (horizontal[:, :b] + horizontal.flip(0)[:, b:]).permute(1, 2, 3, 0)
+    cols = cost.permute(2, 0, 1, 3)  # [H,B,D,W]: scan over rows
+    vertical = _scan(torch.cat([cols, cols.flip(0)], 1).contiguous(), p1, p2)
+    return total + (vertical[:, :b] + vertical.flip(0)[:, b:]).permute(1, 2, 0, 3)
+
+
+def _winner(cost: torch.Tensor, zncc: torch.Tensor, rho: torch.Tensor, exclusion: int = 2) -> _Match:
+    """Lowest-cost hypothesis per pixel of ``cost [D,H,W]`` with a parabolic sub-step fit; hypotheses at the range
+    ends are invalid. ``score`` is the raw ZNCC there; ``confidence`` compares the best cost with the best one more
+    than ``exclusion`` hypotheses away (0: as good elsewhere, 1: unique)."""
+    count = cost.shape[0]
+    best, index = cost.min(0)
+    lo = cost.gather(0, (index - 1).clamp_min(0)[None])[0]
+    hi = cost.gather(0, (index + 1).clamp_max(count - 1)[None])[0]
+    curvature = lo - 2 * best + hi
+    offset = torch.where(curvature > 1e-9, 0.5 * (lo - hi) / curvature.clamp_min(1e-9), torch.zeros_like(best))
+    step = (rho[-1] - rho[0]) / max(count - 1, 1)
+    inv = rho[index] + offset.clamp(-0.5, 0.5) * step
+    interior = (index > 0) & (index < count - 1) & (inv > 0)
+    hyp = torch.arange(count, device=cost.device)[:, None, None]
+    far = (hyp - index[None]).abs() > exclusion
+    elsewhere = torch.where(far, cost, torch.full_like(cost, float("inf"))).amin(0)
+    confidence = (1 - best / elsewhere.clamp_min(1e-6)).clamp(0, 1)
+    depth = torch.where(interior, 1.0 / inv.clamp_min(1e-12), torch.full_like(inv, float("nan")))
+    return _Match(depth, zncc.gather(0, index[None])[0], confidence, index + offset.clamp(-0.5, 0.5))
+
+
+def _sample_depth(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of ``depth [H,W]`` at ``uv [...,2]``; NaN unless all four neighbours are valid."""
+    height, width = depth.shape
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=uv.dtype)
+    grid = (uv * scale - 1).reshape(1, 1, -1, 2).nan_to_num(nan=-3.0).clamp(-3, 3)
+    valid = torch.isfinite(depth).to(depth.dtype)
+    stacked = torch.stack([torch.nan_to_num(depth, nan=0.0), valid])[None]
+    sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, :, 0]
+    ok = sampled[1] > 1 - 1e-4
+    return torch.where(ok, sampled[0] / sampled[1].clamp_min(1e-6), torch.full_like(sampled[0], float("nan"))
+                       ).reshape(uv.shape[:-1])
+
+
+def two_way_consistent(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref: int,
+                       max_reprojection_px: float = 1.0, max_depth_disagreement: float = 0.03) -> torch.Tensor:
+    """``[H,W]`` bool: view ``ref``'s depth lands, in the other view, on a depth that agrees and maps back to within
+    ``max_reprojection_px`` of where it started (``depth [2,H,W]``, NaN invalid)."""
+    src = 1 - ref
+    height, width = depth.shape[-2:]
+    points = unproject_depth(depth[ref], K[ref], c2w[ref]).reshape(-1, 3)
+    uv_src, z_src = project_points(points, K[src], c2w[src])
+    d_src = _sample_depth(depth[src], uv_src)
+    rays = torch.cat([uv_src, torch.ones_like(uv_src[:, :1])], -1) @ torch.linalg.inv(K[src]).T
+    back = rays * d_src[:, None] @ c2w[src, :3, :3].T + c2w[src, :3, 3]
+    uv_back, _ = project_points(back, K[ref], c2w[ref])
+    start = pixel_centers(height, width, dtype=depth.dtype).reshape(-1, 2)
+    close = (uv_back - start).norm(dim=-1) <= max_reprojection_px
+    agree = (z_src - d_src).abs() <= max_depth_disagreement * d_src
+    return (close & agree & (z_src > 0)).reshape(height, width)
+
+
+def _window_for(height: int, width: int, window: int) -> int:
+    """The ZNCC window scaled to the image (``window`` is the side at 256 px), odd and at least 3."""
+    side = max(3, round(window * min(height, width) / 256))
+    return side if side % 2 else side + 1
+
+
+def _match_views(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ranges: list[tuple[float, float]],
+                 count: int, opts: StereoOptions) -> list[_Match]:
+    """Sweep each view against the other over its inverse-depth range, aggregate semi-globally, pick winners and
+    flag the reliable ones (textured, well matched, unambiguous)."""
+    _, _, height, width = gray.shape
+    window = _window_for(height, width, opts.window)
+    rhos = [torch.linspace(lo, hi, count, dtype=K.dtype) for lo, hi in ranges]
+    scored = [_scores(gray, K, c2w, ref, rho, window, opts.chunk) for ref, rho in enumerate(rhos)]
+    zncc = torch.stack([volume for volume, _ in scored])
+    cost = aggregate(1 - zncc, opts.p1, opts.p2)
+    matches = []
+    for ref, rho in enumerate(rhos):
+        match = _winner(cost[ref], zncc[ref], rho)
+        good = (scored[ref][1] >= opts.min_texture) & (match.score >= opts.min_score)
+        match.reliable = good & (match.confidence >= opts.min_confidence) & torch.isfinite(match.depth)
+        matches.append(match)
+    return matches
+
+
+def despeckle(position: torch.Tensor, keep: torch.Tensor, max_size: int, max_diff: float = 1.5) -> torch.Tensor:
+    """``keep [H,W]`` without the kept regions of at most ``max_size`` pixels, a region being pixels connected by
+    hypothesis positions ``position [H,W]`` that differ by at most ``max_diff`` (OpenCV's speckle filter: isolated
+    blobs are almost always chance matches)."""
+    invalid = -32768
+    fixed = torch.where(keep, (position * 16).round(), torch.full_like(position, invalid)).numpy().astype(np.int16)
+    cv2.filterSpeckles(fixed, invalid, max_size, int(max_diff * 16))
+    return keep & torch.from_numpy(fixed != invalid)
+
+
+def _checked(matches: list[_Match], K: torch.Tensor, c2w: torch.Tensor, max_px: float, max_rel: float
+             ) -> torch.Tensor:
+    """Depth ``[2,H,W]`` of the reliable pixels that pass the two-way check against the other view's raw winners
+    (checking against raw winners keeps a pixel whose partner was merely flagged, not wrong) and do not lie in
+    small isolated blobs; NaN elsewhere."""
+    raw = torch.stack([m.depth for m in matches])
+    max_size = max(4, raw[0].numel() // 1000)
+    keep = torch.stack([despeckle(m.position, two_way_consistent(raw, K, c2w, r, max_px, max_rel) & m.reliable,
+                                  max_size) for r, m in enumerate(matches)])
+    return torch.where(keep, raw, torch.full_like(raw, float("nan")))
+
+
+def _narrowed_range(depth: torch.Tensor, full: tuple[float, float], margin: float = 0.25) -> tuple[float, float]:
+    """Inverse-depth range of the valid coarse depths (1-99 percentiles, widened by ``margin`` of its width and by
+    4 coarse steps), kept inside ``full``; ``full`` itself when too few pixels are valid."""
+    inv = 1.0 / depth[torch.isfinite(depth)]
+    if inv.numel() < 64:
+        return full
+    lo, hi = torch.quantile(inv, torch.tensor([0.01, 0.99], dtype=inv.dtype)).tolist()
+    pad = margin * (hi - lo) + 4 * (full[1] - full[0]) / 96
+    return max(full[0], lo - pad), min(full[1], hi + pad)
+
+
+def _coarse_ranges(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full: list[tuple[float, float]],
+                   opts: StereoOptions) -> list[tuple[float, float]]:
+    """Per-view inverse-depth ranges found by a sweep at half resolution over the full overlap ranges."""
+    height, width = gray.shape[-2:]
+    if min(height, width) < 48:
+        return full
+    small = F.interpolate(gray, size=(height // 2, width // 2), mode="area")
+    K_small = K.clone()
+    K_small[:, :2] *= torch.tensor([[(width // 2) / width], [(height // 2) / height]], dtype=K.dtype)
+    matches = _match_views(small, K_small, c2w, full, opts.coarse_hypotheses, opts)
+    depth = _checked(matches, K_small, c2w, 1.0, 2 * opts.max_depth_disagreement)
+    return [_narrowed_range(depth[ref], full[ref]) for ref in range(2)]
+
+
+def two_view_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
+                   depth_range: tuple[float, float] | None = None, options: StereoOptions | None = None
+                   ) -> StereoResult:
+    """Depth of both views of a posed pair: ``images [2,3,H,W]`` in [0, 1], ``K [2,3,3]``, OpenCV ``c2w [2,4,4]``.
+
+    ``depth_range = (near, far)`` z-depths bound the sweep when the scene's range is known; otherwise it spans the
+    overlap of the two frusta and is narrowed by a half-resolution sweep. Deterministic; runs in float32 on CPU.
+    """
+    opts = options or StereoOptions()
+    images, K, c2w = images.float().cpu(), K.float().cpu(), c2w.float().cpu()
+    if images.ndim != 4 or images.shape[:2] != (2, 3) or K.shape != (2, 3, 3) or c2w.shape != (2, 4, 4):
+        raise ValueError(f"two_view_depth expects images [2,3,H,W], K [2,3,3], c2w [2,4,4]; got "
+                         f"{list(images.shape)}, {list(K.shape)}, {list(c2w.shape)}")
+    height, width = images.shape[-2:]
+    if depth_range is not None:
+        near, far = depth_range
+        if not 0 < near < far:
+            raise ValueError(f"depth_range must satisfy 0 < near < far, got {depth_range}")
+        full = [(1.0 / far, 1.0 / near)] * 2
+    else:
+        overlap = [overlap_inverse_depth_range(K, c2w, r, 1 - r, height, width) for r in range(2)]
+        if any(o is None for o in overlap):
+            nan = torch.full((2, height, width), float("nan"))
+            return StereoResult(nan, torch.zeros(2, height, width), torch.zeros(2, height, width, dtype=torch.bool))
+        full = overlap  # type: ignore[assignment]
+    gray = _gray(images)
+    ranges = _coarse_ranges(gray, K, c2w, full, opts) if depth_range is None else full
+    matches = _match_views(gray, K, c2w, ranges, opts.num_hypotheses, opts)
+    depth = _checked(matches, K, c2w, opts.max_reprojection_px, opts.max_depth_disagreement)
+    valid = torch.isfinite(depth)
+    confidence = torch.where(valid, torch.stack([m.confidence for m in matches]), torch.zeros_like(depth))
+    return StereoResult(torch.where(valid, depth, torch.full_like(depth, float("nan"))), confidence, valid)
