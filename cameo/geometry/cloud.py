@@ -1,0 +1,98 @@
+"""Fused point clouds of the input views: valid depth pixels of 1-2 posed images, in the inputs' world frame.
+
+Depth comes from the user's depth maps when given (an RGB-D capture) and from two-view stereo otherwise; a single
+view without depth gives no cloud. Stereo runs at a working resolution (``max_side``) for speed; the cloud keeps the
+colours of that resolution and each point's size is its pixel's footprint (half a pixel at its depth), the radius
+``cameo.geometry.warp.render_points`` expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cameo.cameras import resize_with_intrinsics, unproject_depth
+
+from .stereo import StereoOptions, two_view_depth
+
+
+@dataclass
+class PointCloud:
+    """World ``points [N,3]``, ``colors [N,3]`` in [0, 1] and ``sizes [N]`` (world radius), all float32."""
+
+    points: torch.Tensor
+    colors: torch.Tensor
+    sizes: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+
+def fuse_depth(images: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
+               max_points: int = 200_000, seed: int = 0) -> PointCloud:
+    """The cloud of every finite, positive pixel of ``depth [V,H,W]`` (views ``images [V,3,H,W]``, ``K [V,3,3]``,
+    ``c2w [V,4,4]``), at most ``max_points`` of them (a subset drawn with a fixed ``seed``, kept in pixel order)."""
+    images, depth, K, c2w = images.float().cpu(), depth.float().cpu(), K.float().cpu(), c2w.float().cpu()
+    valid = torch.isfinite(depth) & (depth > 0)
+    safe = torch.where(valid, depth, torch.ones_like(depth))
+    points = unproject_depth(safe, K, c2w)[valid]
+    colors = images.permute(0, 2, 3, 1)[valid]
+    focal = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
+    sizes = (0.5 * safe / focal[:, None, None])[valid]
+    if points.shape[0] > max_points:
+        keep = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points]
+        keep = keep.sort().values
+        points, colors, sizes = points[keep], colors[keep], sizes[keep]
+    return PointCloud(points.contiguous(), colors.clamp(0, 1).contiguous(), sizes.contiguous())
+
+
+def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """``(h, w)`` with the long side at most ``max_side``, aspect kept (no upsampling)."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _resize_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-sampled depth ``[V,h,w]`` (no blending of foreground and background; NaN stays NaN)."""
+    if tuple(depth.shape[-2:]) == size:
+        return depth
+    return torch.nn.functional.interpolate(depth[:, None], size=size, mode="nearest-exact")[:, 0]
+
+
+def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
+                max_side: int = 256, options: StereoOptions | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Images, intrinsics and z-depth ``[V,h,w]`` (NaN invalid) at the working size, or None without depth.
+
+    ``depths``: per view a depth map ``[H,W]`` or None; a view with a map uses it, two views without maps get stereo
+    (a view with a map next to one without: the missing one stays empty).
+    """
+    height, width = images.shape[-2:]
+    size = working_size(height, width, max_side)
+    small, K_small = resize_with_intrinsics(images.float().cpu(), K.float().cpu(), size)
+    small = small.clamp(0, 1)
+    given = list(depths) if depths is not None else [None] * images.shape[0]
+    if len(given) != images.shape[0]:
+        raise ValueError(f"depths has {len(given)} entries for {images.shape[0]} views")
+    if all(d is None for d in given):
+        if images.shape[0] != 2:
+            return None
+        return small, K_small, two_view_depth(small, K_small, c2w, options=options).depth
+    maps = [torch.full(size, float("nan")) if d is None else _resize_depth(torch.as_tensor(d).float()[None], size)[0]
+            for d in given]
+    return small, K_small, torch.stack(maps)
+
+
+def scene_point_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
+                      max_side: int = 256, max_points: int = 200_000) -> PointCloud | None:
+    """The inputs' fused point cloud in their world frame, or None when they give no depth (one view, no map).
+
+    ``images [V,3,H,W]`` in [0, 1] (V = 1 or 2), ``K [V,3,3]``, OpenCV ``c2w [V,4,4]``; ``depths``: optional per-view
+    z-depth maps ``[H,W]`` (NaN or 0 = unknown) that replace stereo. Stereo runs with the long side at ``max_side``.
+    """
+    found = scene_depth(images, K, c2w, depths, max_side)
+    if found is None:
+        return None
+    small, K_small, depth = found
+    return fuse_depth(small, depth, K_small, c2w.float().cpu(), max_points)
