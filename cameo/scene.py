@@ -41,12 +41,16 @@ scene.json: the input scene, 1 or 2 posed images.
         "c2w": [[r00, r01, r02, tx],         # 4x4 camera-to-world, OpenCV axes:
                 [r10, r11, r12, ty],         #   x right, y down, z forward (into the scene)
                 [r20, r21, r22, tz],         # rotation orthonormal with det +1; last row 0 0 0 1
-                [0, 0, 0, 1]]
-      }
-    ]
+                [0, 0, 0, 1]],
+        "depth": "depth/left.npy",           # optional: z-depth map of this image (same width x height):
+        "depth_scale": 0.001                 #   .npy float z-depth, or 16-bit PNG (z = value * depth_scale,
+      }                                      #   depth_scale required); 0 or NaN = unknown pixel, the rest
+    ]                                        #   must be finite and > 0
   }
 
-With 2 frames the cameras must differ (a camera path between identical cameras is empty).
+Numbers must be JSON numbers ("1" is refused). With 2 frames the cameras must differ (a camera path between
+identical cameras is empty). A depth map replaces two-view stereo for its view, so one RGB-D image gives a point
+cloud too.
 nerfstudio transforms.json (OpenGL axes) and DTU/IDR cameras.npz (3x4 projection matrices) can be
 converted with cameo.importers.
 """
@@ -74,6 +78,8 @@ class Frame:
     cx: float
     cy: float
     c2w: np.ndarray = field(default_factory=lambda: np.eye(4))
+    depth: Path | None = None
+    depth_scale: float | None = None
 
     @property
     def K(self) -> np.ndarray:
@@ -108,6 +114,42 @@ class Scene:
             _check_size(a.shape[1], a.shape[0], f, self.source, i)
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
+    def load_depths(self) -> list[torch.Tensor | None]:
+        """Per frame its z-depth map ``[H,W]`` float32 (NaN = unknown) or None when the frame names none."""
+        return [None if f.depth is None else torch.from_numpy(read_depth(f, self.source, i))
+                for i, f in enumerate(self.frames)]
+
+
+def read_depth(frame: Frame, source: Path | None, index: int) -> np.ndarray:
+    """Frame ``index``'s depth map as float32 z-depth ``[H,W]``, NaN where unknown (0 or NaN in the file).
+
+    Refused with a :class:`SceneError` naming the file and field: unreadable, not 2-D, another size than the image,
+    negative or infinite values.
+    """
+    field_name, path = f"frames[{index}].depth", frame.depth
+    try:
+        if path.suffix.lower() == ".npy":
+            raw = np.load(path, allow_pickle=False)
+            if not np.issubdtype(raw.dtype, np.floating) and not np.issubdtype(raw.dtype, np.integer):
+                raise ValueError(f"dtype {raw.dtype} is not numeric")
+        else:
+            with Image.open(path) as im:
+                if im.mode not in ("I;16", "I;16B", "I"):
+                    raise ValueError(f"a PNG depth map must be 16-bit grey, got mode {im.mode}")
+                raw = np.asarray(im)
+    except (OSError, ValueError) as err:
+        raise SceneError(source, field_name, f"cannot read depth map {path}: {err}") from None
+    if raw.ndim != 2 or raw.shape != (frame.height, frame.width):
+        raise SceneError(source, field_name, f"depth map {path} has shape {list(raw.shape)}, the image is "
+                                             f"{frame.height}x{frame.width} (rows x columns)")
+    depth = raw.astype(np.float64) * (1.0 if frame.depth_scale is None else frame.depth_scale)
+    known = ~np.isnan(depth) & (depth != 0)
+    if np.isinf(depth[known]).any():
+        raise SceneError(source, field_name, f"depth map {path} has infinite values (use 0 or NaN for unknown)")
+    if (depth[known] < 0).any():
+        raise SceneError(source, field_name, f"depth map {path} has negative values (z-depth must be > 0)")
+    return np.where(known, depth, np.nan).astype(np.float32)
+
 
 def _read_rgb(path: Path, source: Path | None, field_name: str) -> np.ndarray:
     """Decode an image to uint8 RGB [H, W, 3], turning I/O and decoder errors into a SceneError."""
@@ -129,6 +171,8 @@ def _check_size(width: int, height: int, frame: Frame, source: Path | None, inde
 
 def check_pose(c2w: Any, source: str | os.PathLike[str] | None, field_name: str, tol: float = ROTATION_TOL) -> np.ndarray:
     """Validate a 4x4 OpenCV camera-to-world matrix (finite, orthonormal rotation with det +1); returns float64."""
+    if not isinstance(c2w, np.ndarray) and not _all_numbers(c2w):
+        raise SceneError(source, field_name, "must be a 4x4 array of numbers (JSON numbers, not strings)")
     try:
         m = np.asarray(c2w, dtype=np.float64)
     except (TypeError, ValueError):
@@ -146,6 +190,15 @@ def check_pose(c2w: Any, source: str | os.PathLike[str] | None, field_name: str,
     if np.linalg.det(R) < 0:
         raise SceneError(source, field_name, "rotation has det -1 (a reflection, not a camera pose)")
     return m
+
+
+def _all_numbers(value: Any) -> bool:
+    """Whether every leaf of nested lists/tuples is an int or float (no strings, booleans or nulls)."""
+    if isinstance(value, (list, tuple)):
+        return all(_all_numbers(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return True
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
 def check_intrinsics(frame: Frame, source: str | os.PathLike[str] | None, index: int) -> None:
@@ -206,6 +259,8 @@ def validate_scene(scene: Scene, check_images: bool = True) -> Scene:
             except (OSError, ValueError) as err:
                 raise SceneError(src, f"frames[{i}].image", f"cannot read image {f.image}: {err}") from None
             _check_size(width, height, f, src, i)
+            if f.depth is not None:
+                read_depth(f, src, i)
     if len(scene.frames) == 2:
         check_distinct_cameras(np.stack([f.c2w for f in scene.frames]), src, "frames")
     return scene
@@ -227,6 +282,7 @@ def _parse_frame(obj: Any, index: int, source: Path) -> Frame:
         raise SceneError(source, f"frames[{index}]", f"must be an object, got {type(obj).__name__}")
     image = _require(obj, "image", (str,), source, where)
     c2w = _require(obj, "c2w", (list,), source, where)
+    depth, scale = _parse_depth(obj, source, where)
     return Frame(
         image=(source.parent / image).resolve(),
         width=_require(obj, "width", (int,), source, where),
@@ -236,7 +292,28 @@ def _parse_frame(obj: Any, index: int, source: Path) -> Frame:
         cx=float(_require(obj, "cx", (int, float), source, where)),
         cy=float(_require(obj, "cy", (int, float), source, where)),
         c2w=check_pose(c2w, source, f"{where}c2w"),
+        depth=depth,
+        depth_scale=scale,
     )
+
+
+def _parse_depth(obj: dict[str, Any], source: Path, where: str) -> tuple[Path | None, float | None]:
+    """The optional ``depth`` path and ``depth_scale`` of a frame (a PNG depth map needs a scale)."""
+    if "depth" not in obj:
+        if "depth_scale" in obj:
+            raise SceneError(source, f"{where}depth_scale", "given without a depth map (field depth)")
+        return None, None
+    path = (source.parent / _require(obj, "depth", (str,), source, where)).resolve()
+    if path.suffix.lower() not in (".npy", ".png"):
+        raise SceneError(source, f"{where}depth", f"must be a .npy or 16-bit .png file, got {path.name}")
+    scale = None
+    if "depth_scale" in obj:
+        scale = float(_require(obj, "depth_scale", (int, float), source, where))
+        if not math.isfinite(scale) or scale <= 0:
+            raise SceneError(source, f"{where}depth_scale", f"must be a finite number > 0, got {scale!r}")
+    elif path.suffix.lower() == ".png":
+        raise SceneError(source, f"{where}depth_scale", "a 16-bit PNG depth map needs depth_scale (z per unit)")
+    return path, scale
 
 
 def read_json(source: Path) -> Any:
@@ -286,6 +363,8 @@ def scene_to_dict(scene: Scene, folder: Path) -> dict[str, Any]:
                 "cx": float(f.cx),
                 "cy": float(f.cy),
                 "c2w": np.asarray(f.c2w, dtype=np.float64).tolist(),
+                **({} if f.depth is None else {"depth": relative_image_path(f.depth, folder)}),
+                **({} if f.depth_scale is None else {"depth_scale": float(f.depth_scale)}),
             }
             for f in scene.frames
         ],

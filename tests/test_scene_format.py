@@ -169,3 +169,67 @@ def test_scene_from_frames_validates_in_memory(tmp_path: Path) -> None:
     assert isinstance(frame, Frame)
     clone = Scene([Frame(frame.image, 8, 6, 10.0, 10.0, 4.0, 3.0, np.eye(4))])
     assert save_scene(clone, tmp_path / "one.json").exists()
+
+
+def test_numbers_given_as_strings_are_refused(tmp_path: Path) -> None:
+    path = _write_scene(tmp_path)
+    _edit(path, lambda d: d["frames"][1]["c2w"][0].__setitem__(0, "1"))
+    with pytest.raises(SceneError, match=r"frames\[1\]\.c2w.*not strings"):
+        load_scene(path)
+
+
+def _with_depth(tmp_path: Path, depth: np.ndarray, name: str = "d0.npy", scale: float | None = None) -> Path:
+    """The valid scene with frame 0 naming ``depth`` (saved as .npy, or as a 16-bit PNG for a .png name)."""
+    path = _write_scene(tmp_path)
+    if name.endswith(".npy"):
+        np.save(tmp_path / name, depth)
+    else:
+        Image.fromarray(depth.astype(np.uint16)).save(tmp_path / name)
+
+    def add(d: dict) -> None:
+        d["frames"][0]["depth"] = name
+        if scale is not None:
+            d["frames"][0]["depth_scale"] = scale
+
+    _edit(path, add)
+    return path
+
+
+def test_depth_npy_loads_with_unknown_pixels_as_nan(tmp_path: Path) -> None:
+    depth = np.full((6, 8), 2.5, dtype=np.float32)
+    depth[0, 0], depth[1, 1] = 0.0, np.nan
+    scene = load_scene(_with_depth(tmp_path, depth))
+    maps = scene.load_depths()
+    assert maps[1] is None and maps[0].shape == (6, 8)
+    assert torch.isnan(maps[0][0, 0]) and torch.isnan(maps[0][1, 1]) and float(maps[0][2, 2]) == 2.5
+    again = tmp_path / "copy" / "scene.json"
+    again.parent.mkdir()
+    save_scene(scene, again)
+    assert load_scene(again).frames[0].depth == scene.frames[0].depth
+
+
+def test_depth_png_uses_its_scale(tmp_path: Path) -> None:
+    scene = load_scene(_with_depth(tmp_path, np.full((6, 8), 1500), "d0.png", scale=0.001))
+    assert torch.allclose(scene.load_depths()[0], torch.full((6, 8), 1.5))
+
+
+@pytest.mark.parametrize(
+    ("depth", "name", "scale", "message"),
+    [
+        (np.ones((5, 8), np.float32), "d0.npy", None, r"frames\[0\]\.depth: .*d0\.npy has shape \[5, 8\]"),
+        (np.full((6, 8), np.inf, np.float32), "d0.npy", None, r"frames\[0\]\.depth: .*infinite"),
+        (np.full((6, 8), -1.0, np.float32), "d0.npy", None, r"frames\[0\]\.depth: .*negative"),
+        (np.ones((6, 8)), "d0.png", None, r"frames\[0\]\.depth_scale: .*needs depth_scale"),
+        (np.ones((6, 8)), "d0.png", -2.0, r"frames\[0\]\.depth_scale: .*> 0"),
+    ],
+)
+def test_bad_depth_maps_are_refused(tmp_path: Path, depth: np.ndarray, name: str, scale: float | None,
+                                    message: str) -> None:
+    path = _with_depth(tmp_path, depth, name, scale)
+    with pytest.raises(SceneError, match=message) as err:
+        load_scene(path)
+    assert str(path) in str(err.value)
+
+
+def test_help_documents_depth() -> None:
+    assert "depth_scale" in SCENE_FORMAT_HELP and "16-bit PNG" in SCENE_FORMAT_HELP
