@@ -59,10 +59,13 @@ def _gray(images: torch.Tensor) -> torch.Tensor:
 
 
 def _box(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over a ``size x size`` window (separable; windows cut at the border average what is inside)."""
+    """Mean over a ``size x size`` window (running sums; the border is extended by replication)."""
     pad = size // 2
-    x = F.avg_pool2d(x, (1, size), stride=1, padding=(0, pad), count_include_pad=False)
-    return F.avg_pool2d(x, (size, 1), stride=1, padding=(pad, 0), count_include_pad=False)
+    x = F.pad(x, (pad + 1, pad, pad + 1, pad), mode="replicate").double()  # double: running sums stay exact
+    x = x.cumsum(-1)
+    x = x[..., size:] - x[..., :-size]
+    x = x.cumsum(-2)
+    return ((x[..., size:, :] - x[..., :-size, :]) / (size * size)).float()
 
 
 def _sweep_terms(K: torch.Tensor, c2w: torch.Tensor, ref: int, src: int, height: int, width: int
