@@ -95,8 +95,8 @@ def test_views_prior_warps_references_into_targets_and_references_see_themselves
     assert prior.shape == (3, 4, size, size)
     torch.testing.assert_close(prior[0, :3], image[0])
     assert bool((prior[0, 3] == 1).all())
-    for target in (1, 2):  # a plane seen from nearby cameras covers most of each target
-        assert 0.5 < float(prior[target, 3].mean()) < 1.0
+    near, far = float(prior[1, 3].mean()), float(prior[2, 3].mean())
+    assert near > 0.9 and 0.5 < far < near  # the plane covers the nearer target; the farther one sees past its edge
     same = render_priors(*depth_cloud(image, depth, K[:1], c2w[:1]), K[:1], c2w[:1], size, size)
     torch.testing.assert_close(same[0, :3], image[0])  # a warp into the reference's own camera reproduces it
     without = views_prior(image, None, K[:1], c2w[:1], K, c2w, mask, size, size)
