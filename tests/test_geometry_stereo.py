@@ -1,0 +1,130 @@
+"""Two-view stereo and the fused cloud on exact synthetic geometry (ray-cast renders with exact z-depth)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cameo.cameras import look_at
+from cameo.data.primitives import Box, Plane
+from cameo.data.render import SceneSpec, render_views
+from cameo.data.textures import SolidTexture
+from cameo.geometry.cloud import scene_point_cloud
+from cameo.geometry.stereo import two_view_depth
+from cameo.geometry.warp import render_points
+
+SIZE = 64
+TEXTURE = SolidTexture("field", ((0.9, 0.2, 0.1), (0.1, 0.6, 0.9), (0.9, 0.9, 0.2)), 3.0, (1.0, 0.0, 0.0), 5)
+
+
+def _flat(points: torch.Tensor) -> torch.Tensor:
+    """A material without any texture."""
+    return torch.full((points.shape[0], 3), 0.5, dtype=points.dtype)
+
+
+def _K() -> torch.Tensor:
+    f = SIZE / (2 * math.tan(math.radians(25)))
+    return torch.tensor([[f, 0, SIZE / 2], [0, f, SIZE / 2], [0, 0, 1.0]]).expand(2, 3, 3).clone()
+
+
+def _render(primitives: list, eyes: list, targets: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images ``[2,3,H,W]``, K, c2w (cameras at ``eyes`` looking at ``targets``) and exact depth ``[2,H,W]``."""
+    c2w = look_at(torch.tensor(eyes), torch.tensor(targets), torch.tensor([0.0, -1.0, 0.0])).float()
+    K = _K()
+    rgb, depth = render_views(SceneSpec(primitives, ambient=0.6), c2w, K, SIZE, SIZE, supersample=2)
+    return rgb.permute(0, 3, 1, 2).float(), K, c2w, depth.float()
+
+
+def _wall(material=TEXTURE) -> Plane:
+    return Plane([material], point=(0.0, 0.0, 3.0), normal=(0.0, 0.0, -1.0))
+
+
+def _box() -> Box:
+    return Box([TEXTURE], (0.0, 0.0, 2.0), (0.35, 0.35, 0.35))
+
+
+PAIRS = {
+    "sideways": ([[0.0, 0.0, 0.0], [0.4, 0.0, 0.0]], [[0.0, 0.0, 3.0], [0.4, 0.0, 3.0]]),
+    "forward": ([[0.0, 0.0, 0.0], [0.1, 0.05, 0.8]], [[0.0, 0.0, 3.0], [0.1, 0.05, 3.8]]),
+    "converging": ([[-0.6, 0.0, 0.0], [0.6, 0.1, 0.2]], [[0.0, 0.0, 3.0], [0.0, 0.0, 3.0]]),
+}
+
+
+def _accuracy(result, depth: torch.Tensor) -> tuple[float, float]:
+    """(share of valid pixels within 5 % of the true depth, share of pixels valid)."""
+    valid = result.valid & torch.isfinite(depth)
+    rel = ((result.depth - depth).abs() / depth)[valid]
+    return float((rel < 0.05).float().mean()), float(result.valid.float().mean())
+
+
+@pytest.mark.parametrize("motion", sorted(PAIRS))
+def test_plane_depth_within_tolerance(motion: str, one_thread) -> None:
+    images, K, c2w, depth = _render([_wall()], *PAIRS[motion])
+    result = two_view_depth(images, K, c2w)
+    within, coverage = _accuracy(result, depth)
+    assert within >= 0.95 and coverage >= 0.4, (within, coverage)
+    assert torch.isnan(result.depth[~result.valid]).all() and (result.confidence[~result.valid] == 0).all()
+
+
+def test_box_before_a_wall_occlusions_invalid(one_thread) -> None:
+    images, K, c2w, depth = _render([_wall(), _box()], *PAIRS["sideways"])
+    result = two_view_depth(images, K, c2w)
+    within, coverage = _accuracy(result, depth)
+    assert within >= 0.9 and coverage >= 0.3, (within, coverage)
+    box = depth < 2.5  # the box's pixels: its depth is recovered where valid
+    assert (result.valid & box).sum() > 20
+
+
+def test_textureless_wall_is_invalid(one_thread) -> None:
+    images, K, c2w, _ = _render([_wall(_flat)], *PAIRS["sideways"])
+    result = two_view_depth(images, K, c2w)
+    assert float(result.valid.float().mean()) < 0.02
+
+
+def _sorted(points: torch.Tensor) -> torch.Tensor:
+    """Points in lexicographic order (so two clouds compare as sets)."""
+    array = points.numpy()
+    return torch.from_numpy(array[np.lexsort(array.T[::-1])])
+
+
+def test_given_depth_range_and_swapped_views(one_thread) -> None:
+    images, K, c2w, depth = _render([_wall(), _box()], *PAIRS["converging"])
+    result = two_view_depth(images, K, c2w, depth_range=(1.0, 6.0))
+    assert _accuracy(result, depth)[0] >= 0.9
+    swapped = two_view_depth(images.flip(0), K.flip(0), c2w.flip(0), depth_range=(1.0, 6.0))
+    assert torch.equal(swapped.valid, result.valid.flip(0))
+    assert torch.allclose(swapped.depth.flip(0).nan_to_num(), result.depth.nan_to_num())
+    cloud = scene_point_cloud(images, K, c2w)
+    cloud_swapped = scene_point_cloud(images.flip(0), K.flip(0), c2w.flip(0))
+    assert len(cloud) == len(cloud_swapped) > 100
+    assert torch.allclose(_sorted(cloud.points), _sorted(cloud_swapped.points), atol=1e-5)
+
+
+def test_cloud_warped_into_an_input_reproduces_it(one_thread) -> None:
+    images, K, c2w, _ = _render([_wall(), _box()], *PAIRS["forward"])
+    cloud = scene_point_cloud(images, K, c2w)
+    assert cloud is not None and cloud.points.dtype == torch.float32 and cloud.sizes.shape == (len(cloud),)
+    warped = render_points(cloud.points, cloud.colors, K[:1], c2w[:1], SIZE, SIZE, cloud.sizes)
+    mask = warped.mask[0]
+    assert mask.float().mean() > 0.3
+    error = (warped.rgb[0] - images[0]).abs().mean(0)[mask]
+    assert float(error.mean()) < 0.03
+
+
+def test_cloud_from_depth_maps_and_none_without_depth(one_thread) -> None:
+    images, K, c2w, depth = _render([_wall()], *PAIRS["sideways"])
+    assert scene_point_cloud(images[:1], K[:1], c2w[:1]) is None
+    cloud = scene_point_cloud(images[:1], K[:1], c2w[:1], depths=[depth[0]], max_points=1000)
+    assert len(cloud) == 1000
+    assert torch.allclose(cloud.points[:, 2], torch.full((1000,), 3.0), atol=1e-4)  # on the wall z = 3
+    again = scene_point_cloud(images[:1], K[:1], c2w[:1], depths=[depth[0]], max_points=1000)
+    assert torch.equal(cloud.points, again.points)
+    big = torch.nn.functional.interpolate(images[:1], scale_factor=8, mode="nearest")
+    K_big = K[:1].clone()
+    K_big[:, :2] *= 8
+    cloud_big = scene_point_cloud(big, K_big, c2w[:1], depths=[np.kron(depth[0].numpy(), np.ones((8, 8)))],
+                                  max_side=128)
+    assert len(cloud_big) == 128 * 128  # depth resized to the working size
