@@ -7,17 +7,17 @@ import zipfile
 from pathlib import Path
 
 from cameo.atomic import atomic_path
-from recon.pipeline import ReconResult
-from recon.viewer import CameraGroup, ViewerSession, launch_viewer
-
-INPUT_COLOR = (20, 120, 255)
-GENERATED_COLOR = (255, 120, 20)
+from recon.pipeline import VIEWS_JSON, ReconResult
+from recon.viewer import ViewerSession, launch_viewer, result_cameras
 
 
 def zip_views(result: ReconResult, path: Path) -> Path:
-    """``path`` (.zip) holding ``frames/NNNN.png`` and ``transforms.json`` (nerfstudio layout), written atomically."""
+    """``path`` (.zip) holding ``frames/NNNN.png``, ``transforms.json`` (nerfstudio layout) and ``views.json``,
+    written atomically."""
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         zf.write(result.transforms, "transforms.json")  # stored, not deflated: PNGs are already compressed
+        if (result.workdir / VIEWS_JSON).is_file():
+            zf.write(result.workdir / VIEWS_JSON, VIEWS_JSON)
         for frame in result.frames:
             zf.write(frame, f"frames/{frame.name}")
     return path
@@ -31,12 +31,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def start_viewer(result: ReconResult, host: str = "127.0.0.1") -> ViewerSession:
-    """A viser server on a free port showing the splats and the input / generated cameras with their images."""
-    size = result.images.shape[-1]
-    groups = [
-        CameraGroup(name, result.K[list(idx)], result.c2w[list(idx)], size, size, result.images[list(idx)], color)
-        for name, idx, color in (("inputs", result.input_indices, INPUT_COLOR),
-                                 ("generated", result.target_indices, GENERATED_COLOR))
-        if idx
-    ]
-    return launch_viewer(result.splats, groups, host=host, port=free_port(host), verbose=False)
+    """A viser server on a free port showing the splats, the input cameras with their images and the path cameras,
+    opening at the first input camera."""
+    return launch_viewer(result.splats, result_cameras(result), host=host, port=free_port(host), verbose=False)

@@ -1,17 +1,20 @@
-"""Time the whole reconstruction (what ``cameo-recon`` runs) on a procedural demo scene, per stage.
+"""Time the whole reconstruction (what ``cameo-recon`` runs) on a procedural demo scene, per stage, and score it.
 
-Defaults are the command's defaults (98 generated views, 50 DDIM steps, CFG 2, 1000 fitting iterations). The model is
-``--checkpoint``, else the bundled ``assets/model``, else an untrained ``demo-cpu`` model written to a temp folder:
-the table then says ``random weights`` (timings are still those of the real architecture; the images are noise).
+Defaults are the command's defaults. The model is ``--checkpoint``, else the bundled ``assets/model``, else an
+untrained ``demo-cpu`` model written to a temp folder: the table then says ``random weights`` (timings are still
+those of the real architecture; the images are noise).
 
-    python benchmarks/bench_recon_e2e.py                          # defaults (long on 2 CPU cores)
+    python benchmarks/bench_recon_e2e.py                          # defaults
     python benchmarks/bench_recon_e2e.py --views 14 --steps 10 --fit-iterations 100
     python benchmarks/bench_recon_e2e.py --scene assets/demo/object_00/scene.json --inputs-only-too --out out/e2e
 
-With ``--scene`` (a bundled demo scene: its ``gt/`` holds every view of the capture) the ply is also scored on the
-views that were not inputs (PSNR / SSIM of its renders at the model resolution) and ``--out`` gets ``e2e.png``:
-per held-out view the ground truth, the ply render and, with ``--inputs-only-too``, the render of Gaussians fitted
-to the input views alone (the no-diffusion reference, same fitting settings).
+With ``--scene`` (a demo scene: its ``gt/`` holds every view of the capture) the ply is also scored on the views
+that were not inputs: PSNR / SSIM at the model resolution (resized + centre-cropped, the numbers before the fit kept
+the inputs' resolution) and at the inputs' fitting resolution (whole field of view), and the input views' re-render
+PSNR at their fitting resolution. ``--inputs-only-too``, ``--also-generated-weights`` and ``--also-falloffs`` refit
+the same views (no new generation) and score each the same way; ``--out`` gets ``e2e.png`` (per held-out view the
+ground truth and each arm's render). ``--cloud gt`` initialises from the demo scene's ground-truth depth
+(``gt/depth.npy``, written by ``cameo-data demo``) instead of stereo, to separate the fit from stereo errors.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics
+from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics, unproject_depth
 from cameo.data.demo import make_demo_scenes
 from cameo.eval.metrics import psnr, ssim
 from cameo.model import build_codec, build_model, get_spec
@@ -35,9 +40,10 @@ from cameo.model_folder import CameoModel, ModelConfig, default_model_dir
 from cameo.sampling import default_training_schedule
 from cameo.scene import load_scene
 from cameo.train.config import load_config
+from recon import pipeline
 from recon.fit import fit_gaussians
-from recon.pipeline import ReconOptions, fit_config, run_reconstruction, view_weights
-from recon.splats import render
+from recon.pipeline import ReconOptions, fit_config, fit_resolution, run_reconstruction, view_weights
+from recon.splats import Splats, render
 
 
 def random_demo_model(folder: Path) -> Path:
@@ -66,6 +72,15 @@ def main() -> None:
                              "and score each")
     parser.add_argument("--inputs", type=int, default=2, choices=(1, 2), help="input views of the demo scene")
     parser.add_argument("--resolution", type=int, default=128, help="demo scene image size")
+    parser.add_argument("--cloud", choices=("stereo", "gt", "none"), default="stereo",
+                        help="initial point cloud: the pipeline's stereo, the demo scene's gt depth, or none")
+    parser.add_argument("--also-falloffs", type=float, nargs="*", default=[], metavar="B",
+                        help="with --scene: also refit with these CAT3D distance falloffs and score each")
+    parser.add_argument("--cfg", type=float, default=d.cfg)
+    parser.add_argument("--distance-falloff", type=float, default=d.distance_falloff)
+    parser.add_argument("--lpips-weight", type=float, default=d.lpips_weight)
+    parser.add_argument("--input-max-side", type=int, default=d.input_max_side)
+    parser.add_argument("--max-gaussians", type=int, default=d.fit_max_gaussians)
     parser.add_argument("--views", type=int, default=d.num_views)
     parser.add_argument("--steps", type=int, default=d.steps)
     parser.add_argument("--fit-iterations", type=int, default=d.fit_iterations)
@@ -88,15 +103,22 @@ def main() -> None:
     start = time.perf_counter()
     pretrained = CameoModel.from_pretrained(checkpoint, args.device)
     load_s = time.perf_counter() - start
-    options = ReconOptions(num_views=args.views, steps=args.steps, fit_iterations=args.fit_iterations,
+    options = ReconOptions(num_views=args.views, steps=args.steps, cfg=args.cfg, fit_iterations=args.fit_iterations,
                            fit_points=args.fit_points, generated_weight=args.generated_weight,
+                           distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight,
+                           input_max_side=args.input_max_side, fit_max_gaussians=args.max_gaussians,
                            checkpoint=checkpoint, device=args.device)
-    result = run_reconstruction(load_scene(scene_file), out / "splat.ply", options, pretrained=pretrained)
+    scene = load_scene(scene_file)
+    if args.cloud != "stereo":
+        cloud = gt_depth_cloud(Path(scene_file)) if args.cloud == "gt" else None
+        pipeline.input_point_cloud = lambda images, K, c2w, depths=None: cloud  # the fit's start, for every arm
+    result = run_reconstruction(scene, out / "splat.ply", options, pretrained=pretrained)
     total = time.perf_counter() - start
 
     print(f"\nmodel: {checkpoint} ({weights}); image {pretrained.image_size}px, F = {pretrained.frames_per_group}")
-    print(f"scene: {scene_file} ({args.inputs} inputs, {args.resolution}px); {args.views} views, {args.steps} steps, "
-          f"{args.fit_iterations} fit iterations, {args.fit_points} initial Gaussians -> {len(result.splats)}")
+    print(f"scene: {scene_file}; {args.views} views, {args.steps} steps, CFG {args.cfg:g}, {args.fit_iterations} fit "
+          f"iterations, cloud {args.cloud}, {len(result.splats)} Gaussians, inputs fitted at "
+          f"{tuple(result.images[result.input_indices[0]].shape[-2:])}")
     print(f"machine: {platform.processor() or platform.machine()}, {args.device}, torch threads {args.threads}\n")
     print("| stage | seconds |\n|---|---|")
     print(f"| load model | {load_s:.2f} |")
@@ -105,12 +127,15 @@ def main() -> None:
             print(f"| {name} | {seconds:.2f} |")
     print(f"| **total** | **{total:.2f}** |")
     if (Path(scene_file).parent / "gt" / "cameras.json").is_file():
-        score_against_ground_truth(Path(scene_file), result, options, pretrained, out, args.inputs_only_too,
-                                   args.also_generated_weights)
+        arms = {f"inputs + generated views (weight {args.generated_weight:g}, falloff {args.distance_falloff:g})":
+                result.splats}
+        arms.update(refits(scene, result, options, args))
+        score_against_ground_truth(Path(scene_file), result, arms, pretrained.image_size, out)
 
 
-def held_out_views(scene_file: Path, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-    """Ground-truth views of a demo scene that were not inputs, at the model resolution: images, K, c2w, indices."""
+def held_out_views(scene_file: Path, size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Ground-truth views of a demo scene that were not inputs, at the model resolution (resized + centre-cropped;
+    ``size`` None: as stored): images, K, c2w, indices."""
     gt = scene_file.parent / "gt"
     cams = json.loads((gt / "cameras.json").read_text())
     inputs = {f["image"] for f in json.loads(scene_file.read_text())["frames"]}
@@ -119,32 +144,80 @@ def held_out_views(scene_file: Path, size: int) -> tuple[torch.Tensor, torch.Ten
                           for i in keep]).permute(0, 3, 1, 2).float() / 255
     K = torch.tensor(cams["K"])[keep]
     c2w = torch.tensor(cams["c2w"])[keep]
+    if size is None:
+        return images, K, c2w, keep
     scale = size / min(images.shape[-2:])
     images, K = resize_with_intrinsics(images, K, (round(images.shape[-2] * scale), round(images.shape[-1] * scale)))
     images, K = center_crop_with_intrinsics(images, K, (size, size))
     return images.clamp(0, 1), K, c2w, keep
 
 
-def score_against_ground_truth(scene_file: Path, result, options: ReconOptions, pretrained, out: Path,
-                               inputs_only_too: bool, other_weights: list[float]) -> None:
-    """PSNR / SSIM of the ply's renders at the held-out ground-truth cameras; a picture of them. ``other_weights``:
-    generated-view weights to refit the same views with, for comparison."""
-    size = pretrained.image_size
+def gt_depth_cloud(scene_file: Path) -> SimpleNamespace:
+    """The input views' ground-truth depth (``gt/depth.npy``) unprojected: points, colours, footprint radii."""
+    gt = scene_file.parent / "gt"
+    if not (gt / "depth.npy").is_file():
+        raise SystemExit(f"{gt / 'depth.npy'}: missing (write the scene with `cameo-data demo`)")
+    cams = json.loads((gt / "cameras.json").read_text())
+    picks = [int(f["image"][6:8]) for f in json.loads(scene_file.read_text())["frames"]]  # input_NN.png
+    depth = torch.from_numpy(np.load(gt / "depth.npy")[picks]).float()
+    K, c2w = torch.tensor(cams["K"])[picks].float(), torch.tensor(cams["c2w"])[picks].float()
+    rgb = torch.stack([torch.from_numpy(np.array(Image.open(gt / f"view_{i:02d}.png").convert("RGB"))) for i in picks])
+    valid = torch.isfinite(depth)
+    return SimpleNamespace(points=unproject_depth(depth, K, c2w)[valid], colors=rgb[valid].float() / 255,
+                           sizes=(0.5 * depth / K[:, 0, 0, None, None])[valid])  # half a pixel, as stereo
+
+
+def refits(scene, result, options: ReconOptions, args: argparse.Namespace) -> dict[str, Splats]:
+    """The same views refitted: inputs alone, other generated-view weights, other distance falloffs."""
+    cloud = pipeline.input_point_cloud(scene.load_images(), scene.K, scene.c2w, scene.load_depths())
+    observed = torch.zeros(len(result.images), dtype=torch.bool)
+    observed[list(result.input_indices)] = True
+
+    def fit(weight: float, falloff: float, only_inputs: bool = False) -> Splats:
+        idx = list(result.input_indices) if only_inputs else list(range(len(result.images)))
+        cfg = replace(fit_config(options), distance_falloff=falloff)
+        return fit_gaussians([result.images[i] for i in idx], result.K[idx], result.c2w[idx], cfg, cloud=cloud,
+                             observed=observed[idx], show_progress=True,
+                             view_weights=view_weights(len(result.c2w), result.input_indices, weight)[idx])
+
+    arms = {}
+    for weight in args.also_generated_weights:
+        arms[f"inputs + generated views (weight {weight:g}, falloff {args.distance_falloff:g})"] = \
+            fit(weight, args.distance_falloff)
+    for falloff in args.also_falloffs:
+        arms[f"inputs + generated views (weight {args.generated_weight:g}, falloff {falloff:g})"] = \
+            fit(args.generated_weight, falloff)
+    if args.inputs_only_too:
+        arms["input views only"] = fit(1.0, 0.0, only_inputs=True)
+    return arms
+
+
+def held_out_full(scene_file: Path, max_side: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Held-out ground-truth views at the inputs' fitting size (whole field of view): images, K, c2w."""
+    images, K, c2w, _ = held_out_views(scene_file, None)
+    images, K = fit_resolution(images, K.float(), max_side)
+    return images, K, c2w
+
+
+def score_against_ground_truth(scene_file: Path, result, arms: dict[str, Splats], size: int, out: Path) -> None:
+    """PSNR / SSIM of each arm's renders at the held-out ground-truth cameras (model resolution and full field of
+    view at the inputs' fitting size), the input views' re-render PSNR; a picture of the held-out views."""
     images, K, c2w, keep = held_out_views(scene_file, size)
-    rows = {f"inputs + generated views (weight {options.generated_weight:g})":
-            render(result.splats, K, c2w, size, size)}
-    for weight in other_weights:
-        splats = fit_gaussians(result.images, result.K, result.c2w, fit_config(options), show_progress=True,
-                               view_weights=view_weights(len(result.c2w), result.input_indices, weight))
-        rows[f"inputs + generated views (weight {weight:g})"] = render(splats, K, c2w, size, size)
-    if inputs_only_too:
-        alone = run_reconstruction(load_scene(scene_file), out / "inputs_only.ply",
-                                   ReconOptions(**{**vars(options), "generate": False, "inputs_only_size": size}))
-        rows["input views only"] = render(alone.splats, K, c2w, size, size)
-    print(f"\nheld-out ground-truth views {keep} of {scene_file} at {size}px\n\n| Gaussians fitted to | PSNR | SSIM |")
-    print("|---|---|---|")
-    for name, renders in rows.items():
-        print(f"| {name} | {psnr(renders, images).mean():.2f} | {ssim(renders, images).mean():.3f} |")
+    full, K_full, _ = held_out_full(scene_file, min(result.images[result.input_indices[0]].shape[-2:]))
+    idx = list(result.input_indices)
+    inputs = [result.images[i] for i in idx]
+    print(f"\nheld-out ground-truth views {keep} of {scene_file}: at {size}px (model resolution, centre crop) and at "
+          f"{tuple(full.shape[-2:])} (fitting resolution)\n")
+    print(f"| Gaussians fitted to | Gaussians | held-out PSNR / SSIM ({size}px) | held-out PSNR / SSIM (full) | "
+          "input re-render PSNR |\n|---|---|---|---|---|")
+    rows = {}
+    for name, splats in arms.items():
+        rows[name] = render(splats, K, c2w, size, size)
+        wide = render(splats, K_full, c2w, full.shape[-1], full.shape[-2])
+        again = render(splats, result.K[idx], result.c2w[idx], inputs[0].shape[-1], inputs[0].shape[-2])
+        print(f"| {name} | {len(splats)} | {psnr(rows[name], images).mean():.2f} / {ssim(rows[name], images).mean():.3f}"
+              f" | {psnr(wide, full).mean():.2f} / {ssim(wide, full).mean():.3f} | "
+              f"{psnr(again, torch.stack(inputs)).mean():.2f} |")
     strips = [torch.cat(list(images), -1)] + [torch.cat(list(r), -1) for r in rows.values()]
     grid = (torch.cat(strips, -2).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(out / "e2e.png")

@@ -35,8 +35,10 @@ Default: $CAMEO_MODEL, else the bundled assets/model/ of the source checkout / e
 `cameo-train --config demo-cpu` (exports runs/demo-cpu/model).
 
 Outputs: the ply (written last, atomically: absent if any stage fails) and a work folder (default
-<ply stem>_views/ next to it) with frames/NNNN.png (inputs + generated views, path order), transforms.json
-(nerfstudio, e.g. for `ns-train splatfacto --data <work folder>`) and flythrough.mp4.
+<ply stem>_views/ next to it) with frames/NNNN.png (inputs at their fitting size + generated views, path order),
+transforms.json (nerfstudio, e.g. for `ns-train splatfacto --data <work folder>`), views.json (input frames and
+path cameras, read by cameo-view), flythrough.mp4 (the Gaussians along the path at the inputs' size) and
+generated.mp4 (the generated views).
 """
 
 
@@ -77,7 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     fit = parser.add_argument_group("Gaussian fitting")
     fit.add_argument("--fit-iterations", type=int, default=d.fit_iterations,
                      help="optimisation steps (default: %(default)s)")
-    fit.add_argument("--fit-points", type=int, default=d.fit_points, help="initial Gaussians (default: %(default)s)")
+    fit.add_argument("--fit-points", type=int, default=d.fit_points,
+                     help="initial Gaussians when the inputs give no point cloud (default: %(default)s)")
+    fit.add_argument("--max-gaussians", type=int, default=d.fit_max_gaussians,
+                     help="most Gaussians kept: the inputs' point cloud is subsampled to it and densification stops "
+                          "there (default: %(default)s)")
+    fit.add_argument("--input-max-side", type=int, default=d.input_max_side,
+                     help="input photos are fitted at their own aspect ratio and field of view, the shorter side "
+                          "resized to at most this many pixels (the fly-through too; default: %(default)s)")
+    fit.add_argument("--distance-falloff", type=float, default=d.distance_falloff,
+                     help="CAT3D trust: a generated view's weight falls as exp(-b s^2) with its distance s to the "
+                          "nearest input camera (cameras' radius = 1), b rising from 0 to this (default: "
+                          "%(default)s)")
     fit.add_argument("--lpips-weight", type=float, default=d.lpips_weight,
                      help="LPIPS (AlexNet) weight in the fitting loss, 0 = L1 + SSIM only (default: "
                           f"{DEFAULT_LPIPS_WEIGHT} when `cameo-eval install-lpips` has been run once, else 0)")
@@ -155,7 +168,8 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
         torch.set_num_threads(args.threads)
     options = ReconOptions(
         num_views=args.views, steps=args.steps, cfg=args.cfg, seed=args.seed, fit_iterations=args.fit_iterations,
-        fit_points=args.fit_points, lpips_weight=args.lpips_weight, generated_weight=args.generated_weight,
+        fit_points=args.fit_points, fit_max_gaussians=args.max_gaussians, input_max_side=args.input_max_side,
+        distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight, generated_weight=args.generated_weight,
         path_mode=args.path_mode, path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,
         show_progress=not args.quiet, generate=not (args.inputs_only or _no_model(args)),
     )
@@ -191,17 +205,10 @@ def _no_model(args: argparse.Namespace) -> bool:
 
 
 def _view(result: ReconResult, port: int) -> None:
-    """Serve the result in viser (inputs and generated cameras as frustums) until Ctrl-C."""
-    from recon.viewer import CameraGroup, launch_viewer
+    """Serve the result in viser (input and path cameras as frustums, opening at the first input) until Ctrl-C."""
+    from recon.viewer import launch_viewer, result_cameras
 
-    size = result.images.shape[-1]
-    groups = [
-        CameraGroup(name, result.K[list(idx)], result.c2w[list(idx)], size, size, result.images[list(idx)], color)
-        for name, idx, color in (("inputs", result.input_indices, (20, 120, 255)),
-                                 ("generated", result.target_indices, (255, 120, 20)))
-        if idx
-    ]
-    session = launch_viewer(result.splats, groups, port=port)
+    session = launch_viewer(result.splats, result_cameras(result), port=port)
     try:
         while True:
             time.sleep(1.0)

@@ -37,16 +37,16 @@ FILL_MAX_SIZE = 4.0  # largest fill Gaussian, in median cloud-Gaussian sizes
 class FitConfig:
     """Fitting hyper-parameters. Refinement iterations default to simple_trainer's fractions of the run."""
 
-    iterations: int = 1000
+    iterations: int = 300  # with a point-cloud start; see ReconOptions for how the defaults were chosen
     views_per_step: int = 4
-    patch: int = 128  # views larger than this are fitted through random patches of this size (pixels a side)
+    patch: int = 96  # views larger than this are fitted through random patches of this size (pixels a side)
     observed_every: int = 2  # every this many steps renders observed views (the rest generated ones)
     num_points: int = 20_000  # random initialisation when there is no point cloud
-    max_gaussians: int = 60_000  # densification stops here; a larger cloud is subsampled to it
+    max_gaussians: int = 40_000  # densification stops here; a larger cloud is subsampled to it
     fill_fraction: float = 0.1  # with a cloud: random fill Gaussians, as a fraction of the cloud's
-    cloud_opacity: float = 0.5  # initial opacity of the cloud's Gaussians (random ones: init_opacity)
-    cloud_size: float = 0.7  # initial std of a cloud Gaussian in units of its pixel footprint
-    distance_falloff: float = 0.0  # CAT3D's b: generated views weighted exp(-b s^2), b rising 0 -> this
+    cloud_opacity: float = 0.8  # initial opacity of the cloud's Gaussians (random ones: init_opacity)
+    cloud_size: float = 1.0  # initial std of a cloud Gaussian in units of its footprint radius (half a pixel)
+    distance_falloff: float = 1.0  # CAT3D's b: generated views weighted exp(-b s^2), b rising 0 -> this
     sh_degree: int = 1
     sh_increase_every: int | None = None  # default: iterations // (2 * (sh_degree + 1))
     ssim_weight: float = 0.2

@@ -29,7 +29,7 @@ class PointCloudLike(Protocol):
 
     points: torch.Tensor  # [N, 3]
     colors: torch.Tensor  # [N, 3] in [0, 1]
-    sizes: torch.Tensor  # [N] world-space footprint of the pixel the point came from
+    sizes: torch.Tensor  # [N] world-space radius of the pixel footprint the point came from (half a pixel)
 
 
 @dataclass

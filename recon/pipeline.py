@@ -3,15 +3,19 @@
 Stages (docs/CONTRACTS.md, "Reconstruction pipeline"):
 
 1. ``path``: camera path through/around the inputs (``trajectories.scene_path``; for 2 views the inputs are the
-   path's ends), input images resized (shorter side) and centre-cropped to the model's square resolution with the
+   path's ends); the input photos at their fitting size (whole field of view, shorter side at most
+   ``input_max_side``); for the model, inputs resized and centre-cropped to its square resolution with the
    intrinsics of every path camera updated the same way, and the two-pass plan (F = the model's views per call).
-2. ``generate``: ``cameo.sampling.generate_trajectory``; then ``frames/NNNN.png`` (every path view in path order,
-   inputs included), nerfstudio ``transforms.json`` and ``flythrough.mp4`` are written into the work folder.
-3. ``fit``: ``recon.fit.fit_gaussians`` on all path views (L1 + SSIM, optional LPIPS; generated views weighted by
-   ``generated_weight``), in the input world frame.
+   ``geometry``: the inputs' point cloud (two-view stereo), which initialises the Gaussians.
+2. ``generate``: ``cameo.sampling.generate_trajectory``; then ``frames/NNNN.png`` (every path view in path order:
+   inputs at their fitting size, generated views at the model's), nerfstudio ``transforms.json`` and
+   ``views.json`` (input frames, fly-through cameras) are written into the work folder.
+3. ``fit``: ``recon.fit.fit_gaussians`` on all path views in one optimisation (L1 + SSIM, optional LPIPS;
+   generated views weighted by ``generated_weight`` and CAT3D's distance falloff), in the input world frame; then
+   ``flythrough.mp4`` (the Gaussians rendered along the path at the inputs' fitting size) and ``generated.mp4``.
 4. ``export``: the standard 3DGS .ply, written atomically and only after every other stage succeeded.
 
-With ``ReconOptions.generate = False`` stages 1-2 are skipped and Gaussians are fitted to the input views alone
+With ``ReconOptions.generate = False`` generation is skipped and Gaussians are fitted to the input views alone
 (what runs before a trained model is available; 1-2 views constrain the geometry poorly).
 
 Deterministic for a given seed on a given device. Bad input raises ``cameo.scene.SceneError`` or
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +36,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cameo.atomic import atomic_dir, atomic_path
-from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics
+from cameo.atomic import atomic_dir, atomic_path, write_json_atomic
+from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics, scale_intrinsics
+from cameo.geometry.cloud import PointCloud, scene_point_cloud
 from cameo.importers import save_nerfstudio
 from cameo.model_folder import CameoModel, ModelFolderError, resolve_device
 from cameo.sampling import generate_trajectory
 from cameo.scene import Scene, SceneError, make_frames
 from recon.fit import FitConfig, fit_gaussians
-from recon.splats import Splats, export_ply
+from recon.splats import Splats, export_ply, render
 from trajectories import CameraPath, plan_generation, scene_path
 
 ProgressFn = Callable[[str, float], None]
@@ -48,24 +53,27 @@ ProgressFn = Callable[[str, float], None]
 TWO_VIEW_MODES = ("auto", "orbit", "linear")
 ONE_VIEW_KINDS = ("auto", "circle", "orbit", "forward", "sideways")
 VIDEO_FPS = 24
+VIEWS_JSON = "views.json"  # in the work folder: which frames are inputs, and the fly-through cameras
 
 
 class ReconError(ValueError):
     """A readable problem with the reconstruction's inputs or options (missing model, bad mode, ...)."""
 
 
+DEFAULT_INPUT_SIDE = 256  # shorter side of the fitted inputs (the floor issue 22 sets; not yet tuned by measurement)
 DEFAULT_LPIPS_WEIGHT = 0.1  # our choice: the paper (after CAT3D) adds LPIPS to L1 + SSIM without a weight
 
 
 @dataclass
 class ReconOptions:
-    """Options of one reconstruction; defaults follow the paper's protocol (98 generated views, 50 DDIM steps,
-    CFG 2.0)."""
+    """Options of one reconstruction: the paper's 98 generated views and CFG 2.0, with 20 DDIM steps instead of 50
+    (on the bundled model 50 instead of 20 steps moved the held-out score by at most 0.15 dB, README "The bundled
+    model") and a short fit from the inputs' point cloud, to keep the whole run within minutes on a CPU."""
 
     num_views: int = 98
     """Views to generate along the path (the inputs come on top: 2 inputs + 98 = 100 path cameras)."""
-    steps: int = 50
-    """DDIM steps per view group."""
+    steps: int = 20
+    """DDIM steps per view group (the paper: 50)."""
     cfg: float = 2.0
     """Classifier-free guidance scale on the camera condition (1 disables guidance)."""
     seed: int = 0
@@ -73,7 +81,12 @@ class ReconOptions:
     fit_iterations: int = FitConfig.iterations
     """Gaussian-fitting optimisation steps."""
     fit_points: int = FitConfig.num_points
-    """Gaussians at the start of fitting (random initialisation inside the cameras' views; densified later)."""
+    """Gaussians at the start of fitting when the inputs give no point cloud (random inside the cameras' views)."""
+    fit_max_gaussians: int = FitConfig.max_gaussians
+    """Most Gaussians the fit keeps (a larger point cloud is subsampled; densification stops there)."""
+    distance_falloff: float = FitConfig.distance_falloff
+    """CAT3D's trust in generated views: weight ``exp(-b s^2)`` by distance ``s`` to the nearest input camera
+    (in units of the cameras' radius around their centroid), ``b`` rising from 0 to this over the fit."""
     lpips_weight: float | None = None
     """Weight of LPIPS in the fitting loss (0 = L1 + SSIM only; > 0 needs `cameo-eval install-lpips` once).
     None: ``DEFAULT_LPIPS_WEIGHT`` (L1 + SSIM + LPIPS, as the paper fits generated views) when the LPIPS weights
@@ -90,13 +103,14 @@ class ReconOptions:
     device: str = "auto"
     """auto (CUDA if available) / cpu / cuda."""
     write_video: bool = True
-    """Write ``flythrough.mp4`` of the path views."""
+    """Write ``flythrough.mp4`` (the fitted Gaussians along the path) and ``generated.mp4`` (the generated views)."""
     show_progress: bool = True
     """tqdm bars for view generation and fitting (on stderr)."""
     generate: bool = True
     """False: no model, no generated views; fit the input views alone."""
-    inputs_only_size: int = 64
-    """Without generation: the square resolution the input views are fitted at (shorter side, centre crop)."""
+    input_max_side: int = DEFAULT_INPUT_SIDE
+    """Input photos are fitted at their own aspect ratio and field of view, resized so the shorter side is at most
+    this (never enlarged); the fly-through is rendered at that size too."""
 
 
 @dataclass
@@ -108,12 +122,14 @@ class ReconResult:
     frames: list[Path]
     transforms: Path
     video: Path | None
-    images: torch.Tensor  # [M, 3, S, S] in [0, 1]: inputs (resized/cropped) and generated views
-    K: torch.Tensor  # [M, 3, 3] intrinsics of S x S images
+    images: list[torch.Tensor]  # [3, H_i, W_i] in [0, 1]: inputs at their fitting size, generated views (model size)
+    K: torch.Tensor  # [M, 3, 3] intrinsics of each view's own image size
     c2w: torch.Tensor  # [M, 4, 4] OpenCV camera-to-world, input world frame
     input_indices: tuple[int, ...]
     splats: Splats
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    flythrough_cameras: "PathCameras | None" = None  # the path at the inputs' fitting size (the fly-through's)
+    generated_video: Path | None = None  # the generated views' own video (model resolution)
 
     @property
     def target_indices(self) -> tuple[int, ...]:
@@ -164,38 +180,45 @@ def run_reconstruction(
     work = Path(workdir) if workdir is not None else out_ply.with_name(f"{out_ply.stem}_views")
     stages = _Stages(progress)
     _check_options(opts, scene)
+    pre = None
     if opts.generate:
         with stages("load"):
             pre = pretrained if pretrained is not None else _load_model(opts)
-        with stages("path", "path"):
-            path = _camera_path(scene, opts)
-            images, path_K = _to_model_resolution(scene.load_images(), path.K, pre.image_size)
+    with stages("path", "path"):
+        path = _camera_path(scene, opts)
+        photos = scene.load_images()
+        inputs, input_K = fit_resolution(photos, scene.K, opts.input_max_side)
+        fly = flythrough_cameras(path, photos.shape[-2:], opts.input_max_side)
+        if pre is not None:
+            images, path_K = _to_model_resolution(photos, path.K, pre.image_size)
             plan = plan_generation(len(path), path.input_indices, pre.frames_per_group, c2w=path.c2w)
+    with stages("geometry"):
+        cloud = input_point_cloud(photos, scene.K, scene.c2w, scene.load_depths())
+    if pre is not None:
         with stages("generate", "generate"):
-            views = generate_trajectory(
+            generated = generate_trajectory(
                 pre.unet, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps,
                 cfg=opts.cfg, seed=opts.seed, schedule=pre.schedule,
-                progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress)
-        device, c2w, input_indices = pre.device, path.c2w, path.input_indices
+                progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress, cloud=cloud)
+        views = _path_views(inputs, input_K, generated.cpu(), path_K, path)
     else:
-        images = scene.load_images()
-        size = min(opts.inputs_only_size, *images.shape[-2:])
-        views, path_K = _to_model_resolution(images, scene.K, size)
-        c2w = scene.c2w
-        device, input_indices = _device(opts.device), tuple(range(len(scene.frames)))
+        views = FittedViews(list(inputs), input_K, scene.c2w, tuple(range(len(scene.frames))))
+    device = pre.device if pre is not None else _device(opts.device)
     with stages("views"):
-        frames = _write_frames(views, work / "frames")
-        size = [(views.shape[-1], views.shape[-2])] * len(views)  # (width, height)
-        transforms = save_nerfstudio(make_frames(frames, path_K, c2w, size), work / "transforms.json")
-        video = _write_video(views, work / "flythrough.mp4") if opts.write_video and opts.generate else None
+        frames, transforms = _write_views(views, fly, work)
     with stages("fit", "fit"):
-        splats = fit_gaussians(views.to(device), path_K, c2w, fit_config(opts), progress=stages.report,
-                               show_progress=opts.show_progress,
-                               view_weights=view_weights(len(c2w), input_indices, opts.generated_weight))
+        splats = fit_gaussians([v.to(device) for v in views.images], views.K, views.c2w, fit_config(opts),
+                               progress=stages.report, show_progress=opts.show_progress, cloud=cloud,
+                               observed=views.observed(),
+                               view_weights=view_weights(len(views.c2w), views.input_indices, opts.generated_weight))
+    videos: dict[str, Path] = {}
+    if opts.write_video:
+        with stages("video"):
+            videos = _write_videos(splats, views, fly, work)
     with stages("export", "export"):
         ply = export_ply(splats, out_ply)
-    return ReconResult(ply, work, frames, transforms, video, views, path_K, c2w, input_indices,
-                       splats.detach(), stages.seconds)
+    return ReconResult(ply, work, frames, transforms, videos.get("flythrough"), views.images, views.K, views.c2w,
+                       views.input_indices, splats.detach(), stages.seconds, fly, videos.get("generated"))
 
 
 def _check_options(opts: ReconOptions, scene: Scene) -> None:
@@ -207,6 +230,9 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
     checks = [(opts.num_views >= 1, "num_views must be >= 1"), (opts.steps >= 1, "steps must be >= 1"),
               (opts.fit_iterations >= 1, "fit_iterations must be >= 1"),
               (opts.fit_points >= 1, "fit_points must be >= 1"), (opts.cfg > 0, "cfg must be > 0"),
+              (opts.fit_max_gaussians >= 1, "fit_max_gaussians must be >= 1"),
+              (opts.input_max_side >= 16, "input_max_side must be >= 16"),
+              (opts.distance_falloff >= 0, "distance_falloff must be >= 0"),
               (opts.lpips_weight is None or opts.lpips_weight >= 0, "lpips_weight must be >= 0"),
               (opts.path_size > 0, "path_size must be > 0"),
               (0 < opts.generated_weight < float("inf"), "generated_weight must be > 0 and finite")]
@@ -225,6 +251,7 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
 def fit_config(opts: ReconOptions) -> FitConfig:
     """The Gaussian-fitting settings of a reconstruction with ``opts``."""
     return FitConfig(iterations=opts.fit_iterations, num_points=opts.fit_points,
+                     max_gaussians=opts.fit_max_gaussians, distance_falloff=opts.distance_falloff,
                      lpips_weight=effective_lpips_weight(opts.lpips_weight), seed=opts.seed)
 
 
@@ -286,24 +313,110 @@ def _to_model_resolution(images: torch.Tensor, K: torch.Tensor, size: int) -> tu
     return images.clamp(0, 1), K
 
 
+def fit_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) with the shorter side at most ``max_side``, aspect ratio kept (never enlarged)."""
+    scale = min(1.0, max_side / min(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def fit_resolution(images: torch.Tensor, K: torch.Tensor, max_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input photos ``[N,3,H,W]`` resized (whole field of view, aspect kept) to :func:`fit_size`, with their
+    ``K``."""
+    images, K = resize_with_intrinsics(images, K, fit_size(*images.shape[-2:], max_side))
+    return images.clamp(0, 1), K
+
+
+@dataclass
+class PathCameras:
+    """Cameras of the path at one image size (the fly-through's): OpenCV ``c2w [M,4,4]``, ``K [M,3,3]``."""
+
+    K: torch.Tensor
+    c2w: torch.Tensor
+    width: int
+    height: int
+    input_indices: tuple[int, ...]
+
+
+def flythrough_cameras(path: CameraPath, photo_hw: Sequence[int], max_side: int) -> PathCameras:
+    """The path's cameras (``path.K`` is for the photos' size) at the inputs' fitting size."""
+    height, width = fit_size(int(photo_hw[0]), int(photo_hw[1]), max_side)
+    K = scale_intrinsics(path.K, width / photo_hw[1], height / photo_hw[0])
+    return PathCameras(K, path.c2w, width, height, path.input_indices)
+
+
+@dataclass
+class FittedViews:
+    """The views Gaussians are fitted to, in path order: inputs at their fitting size, generated views at the
+    model's; ``K`` of each view is for its own size."""
+
+    images: list[torch.Tensor]
+    K: torch.Tensor
+    c2w: torch.Tensor
+    input_indices: tuple[int, ...]
+
+    def observed(self) -> torch.Tensor:
+        """``[M]`` bool: True for the captured inputs."""
+        mask = torch.zeros(len(self.images), dtype=torch.bool)
+        mask[list(self.input_indices)] = True
+        return mask
+
+
+def _path_views(inputs: torch.Tensor, input_K: torch.Tensor, generated: torch.Tensor, path_K: torch.Tensor,
+                path: CameraPath) -> FittedViews:
+    """Every path view: the inputs at their fitting size (their own K), the rest generated (model-size K)."""
+    images, K = list(generated), path_K.clone()
+    for j, i in enumerate(path.input_indices):
+        images[i], K[i] = inputs[j], input_K[j]
+    return FittedViews(images, K, path.c2w, path.input_indices)
+
+
+def input_point_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
+                      depths: list[torch.Tensor | None] | None = None) -> PointCloud | None:
+    """The inputs' fused point cloud in their world frame (their depth maps, else two-view stereo); None for one
+    view without depth."""
+    return scene_point_cloud(images, K, c2w, depths)
+
+
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
     """``[V,3,H,W]`` in [0, 1] -> ``[V,H,W,3]`` uint8."""
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _write_frames(images: torch.Tensor, folder: Path) -> list[Path]:
-    """PNG per view (``NNNN.png``) written into a temp folder that then replaces ``folder`` as a whole."""
+def _write_views(views: FittedViews, fly: PathCameras, work: Path) -> tuple[list[Path], Path]:
+    """``frames/NNNN.png`` per fitted view (each at its own size), nerfstudio ``transforms.json`` and
+    ``views.json`` (which frames are inputs, and the fly-through cameras, for ``cameo-view``)."""
+    folder = work / "frames"
     with atomic_dir(folder, overwrite=True) as tmp:
-        for i, array in enumerate(_to_uint8(images)):
-            Image.fromarray(array).save(tmp / f"{i:04d}.png")
-    return [folder / f"{i:04d}.png" for i in range(len(images))]
+        for i, image in enumerate(views.images):
+            Image.fromarray(_to_uint8(image[None])[0]).save(tmp / f"{i:04d}.png")
+    frames = [folder / f"{i:04d}.png" for i in range(len(views.images))]
+    sizes = [(int(im.shape[-1]), int(im.shape[-2])) for im in views.images]  # (width, height)
+    transforms = save_nerfstudio(make_frames(frames, views.K, views.c2w, sizes), work / "transforms.json")
+    write_json_atomic(work / VIEWS_JSON, {
+        "input_frames": list(views.input_indices), "flythrough": {
+            "width": fly.width, "height": fly.height, "K": fly.K.tolist(), "c2w": fly.c2w.tolist(),
+            "input_indices": list(fly.input_indices)}})
+    return frames, transforms
 
 
-def _write_video(images: torch.Tensor, path: Path) -> Path:
-    """H.264 mp4 of the views in path order (imageio's ffmpeg writer; needs imageio-ffmpeg), written atomically."""
+def _write_videos(splats: Splats, views: FittedViews, fly: PathCameras, work: Path) -> dict[str, Path]:
+    """``flythrough.mp4``: the fitted Gaussians rendered along the path at the inputs' size; ``generated.mp4``:
+    the generated views themselves (when there are any)."""
+    frames = (_to_uint8(render(splats, fly.K[i : i + 1], fly.c2w[i : i + 1], fly.width, fly.height))[0]
+              for i in range(len(fly.c2w)))
+    out = {"flythrough": _write_video(frames, work / "flythrough.mp4")}
+    inputs = set(views.input_indices)
+    generated = [views.images[i] for i in range(len(views.images)) if i not in inputs]
+    if generated:
+        out["generated"] = _write_video(iter(_to_uint8(torch.stack(generated))), work / "generated.mp4")
+    return out
+
+
+def _write_video(frames: Iterator[np.ndarray], path: Path) -> Path:
+    """H.264 mp4 of ``[H,W,3]`` uint8 frames (imageio's ffmpeg writer; needs imageio-ffmpeg), written atomically."""
     with atomic_path(path) as tmp:
         with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=VIDEO_FPS, codec="libx264",
                                 macro_block_size=2, ffmpeg_log_level="error") as writer:
-            for frame in _to_uint8(images):
+            for frame in frames:
                 writer.append_data(frame)
     return path

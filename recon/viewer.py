@@ -1,12 +1,15 @@
-"""Interactive splat viewer on viser: the Gaussians, the input cameras (with their images) and generated cameras.
+"""Interactive splat viewer on viser: the Gaussians, the input cameras (with their images) and the path cameras.
 
 ``launch_viewer`` is what the app and ``cameo-recon --view`` call; ``main`` is the ``cameo-view splat.ply`` entry
-point. The server binds to 127.0.0.1 unless told otherwise.
+point, which also reads the views folder ``cameo-recon`` wrote next to the ply (``<stem>_views/``: frames,
+``transforms.json``, ``views.json``) to draw the cameras. The view opens at the first input camera (where the photo
+was taken). The server binds to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import signal
 import sys
@@ -14,14 +17,25 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import viser
 import viser.transforms as vtf
+from PIL import Image
 
 from recon.rasterize import covariances
+from cameo.importers import read_nerfstudio
+from cameo.scene import SceneError
 from recon.splats import Splats, load_ply
+
+if TYPE_CHECKING:
+    from recon.pipeline import ReconResult
+
+VIEWS_JSON = "views.json"  # written by recon.pipeline next to transforms.json
+INPUT_COLOR = (20, 120, 255)
+PATH_COLOR = (255, 120, 20)
 
 
 @dataclass
@@ -69,6 +83,8 @@ def launch_viewer(
             server.scene.set_up_direction(tuple(float(x) for x in up / up.norm()))
     handle = server.scene.add_gaussian_splats("/splats", **splat_arrays(splats))
     frustums = [h for group in cameras for h in _add_cameras(server, group, _frustum_scale(splats, group))]
+    if cameras:
+        _start_at(server, cameras[0], splats)
     url = f"http://{host}:{server.get_port()}"
     if verbose:
         print(f"viewer running at {url}", flush=True)
@@ -110,10 +126,58 @@ def _add_cameras(server: viser.ViserServer, group: CameraGroup, scale: float) ->
     return handles
 
 
+def _start_at(server: viser.ViserServer, group: CameraGroup, splats: Splats) -> None:
+    """Open new clients at the group's first camera, looking along its optical axis, with its field of view."""
+    c2w = group.c2w[0].double().cpu()
+    centre = splats.means.detach().median(0).values.double().cpu()
+    depth = float((centre - c2w[:3, 3]) @ c2w[:3, 2])  # distance to the splats along the axis (1 if behind)
+    server.initial_camera.position = tuple(float(x) for x in c2w[:3, 3])
+    server.initial_camera.look_at = tuple(float(x) for x in c2w[:3, 3] + c2w[:3, 2] * (depth if depth > 0 else 1.0))
+    server.initial_camera.up = tuple(float(x) for x in -c2w[:3, 1])
+    server.initial_camera.fov = 2 * math.atan(group.height / (2 * float(group.K[0, 1, 1])))
+
+
+def result_cameras(result: ReconResult) -> list[CameraGroup]:
+    """The input cameras (with their images) and the path cameras of a finished reconstruction."""
+    idx = list(result.input_indices)
+    height, width = result.images[idx[0]].shape[-2:]
+    groups = [CameraGroup("inputs", result.K[idx], result.c2w[idx], int(width), int(height),
+                          torch.stack([result.images[i] for i in idx]), INPUT_COLOR)]
+    fly = result.flythrough_cameras
+    if fly is not None:
+        groups.append(CameraGroup("path", fly.K, fly.c2w, fly.width, fly.height, color=PATH_COLOR))
+    return groups
+
+
+def views_folder_cameras(ply: Path) -> list[CameraGroup]:
+    """Input cameras (with their images) and path cameras from the ``<stem>_views/`` folder ``cameo-recon`` writes
+    next to ``ply``; empty when there is none (any 3DGS ply can be viewed)."""
+    folder = ply.with_name(f"{ply.stem}_views")
+    meta_file, transforms = folder / VIEWS_JSON, folder / "transforms.json"
+    if not (meta_file.is_file() and transforms.is_file()):
+        return []
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        frames = read_nerfstudio(transforms)
+        inputs = [frames[i] for i in meta["input_frames"]]
+        fly = meta["flythrough"]
+        path = CameraGroup("path", torch.tensor(fly["K"]), torch.tensor(fly["c2w"]), int(fly["width"]),
+                           int(fly["height"]), color=PATH_COLOR)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, SceneError) as exc:
+        raise ValueError(f"{folder}: unreadable views folder ({exc})") from exc
+    images = torch.stack([torch.from_numpy(np.array(Image.open(f.image).convert("RGB"))) for f in inputs])
+    group = CameraGroup("inputs", torch.from_numpy(np.stack([f.K for f in inputs])).float(),
+                        torch.from_numpy(np.stack([f.c2w for f in inputs])).float(), inputs[0].width,
+                        inputs[0].height, images.permute(0, 3, 1, 2).float() / 255, INPUT_COLOR)
+    return [group, path]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``cameo-view splat.ply``: serve a 3DGS PLY in the browser until Ctrl-C."""
     parser = argparse.ArgumentParser(
-        prog="cameo-view", description="Show a 3D Gaussian-splat .ply in the browser (viser). Open the printed URL; "
+        prog="cameo-view", description="Show a 3D Gaussian-splat .ply in the browser (viser), with the input and "
+                                       "path cameras of the views folder cameo-recon writes next to it "
+                                       "(<stem>_views/), opening at the first input camera. Open the printed URL; "
                                        "stop with Ctrl-C.")
     parser.add_argument("ply", type=Path, help="standard 3DGS PLY (x,y,z, f_dc_*, opacity, scale_*, rot_*)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost only)")
@@ -122,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` / service managers stop it like Ctrl-C
     session = None
     try:
-        session = launch_viewer(args.ply, host=args.host, port=args.port)
+        session = launch_viewer(args.ply, views_folder_cameras(args.ply), host=args.host, port=args.port)
         while True:
             time.sleep(1.0)
     except (FileNotFoundError, ValueError) as exc:

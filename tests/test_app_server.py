@@ -102,12 +102,12 @@ def example_run(served):
 def test_example_run_returns_every_output(example_run, served):
     (gallery, video, splat, ply, views_zip, viewer, status), _ = example_run
     assert len(gallery) == NUM_VIEWS and all(Path(item["image"]).is_file() for item in gallery)
-    assert len(list(iio.imiter(video))) == NUM_VIEWS + 2  # inputs + generated views, in path order
+    assert len(list(iio.imiter(video))) == NUM_VIEWS + 2  # the fitted Gaussians along the path (inputs included)
     splats = load_ply(ply)
     assert len(splats) > 0 and Path(splat).read_bytes() == Path(ply).read_bytes()
     with zipfile.ZipFile(views_zip) as zf:
         names = set(zf.namelist())
-    assert names == {"transforms.json", *(f"frames/{i:04d}.png" for i in range(NUM_VIEWS + 2))}
+    assert names == {"transforms.json", "views.json", *(f"frames/{i:04d}.png" for i in range(NUM_VIEWS + 2))}
     assert status.startswith(f"Done: {NUM_VIEWS} generated views")
     url = viewer.split("](")[1].split(")")[0]
     assert url.startswith("http://127.0.0.1:")
@@ -210,7 +210,8 @@ def test_inputs_only_box_skips_generation(served):
     gallery, video, _, ply, views_zip, _, status = client.predict(*_inputs(cameo.examples[0], inputs_only=True),
                                                                   api_name="/reconstruct")
     assert status.startswith("Done, inputs only (generation skipped as asked)"), status
-    assert gallery == [] and video is None and len(load_ply(ply)) > 0
+    assert gallery == [] and len(load_ply(ply)) > 0
+    assert len(list(iio.imiter(video))) == NUM_VIEWS + 2  # the fly-through still follows the path
     assert len(_centres(views_zip)) == 2  # the two uploaded views, nothing generated
 
 
@@ -241,7 +242,7 @@ def test_without_a_model_the_app_fits_the_inputs_and_says_so(tmp_path, monkeypat
         cameo.close()
     assert status.startswith("Done, inputs only (no trained model is available): "), status
     assert "1 uploaded view(s)" in status
-    assert gallery == [] and video is None and len(load_ply(ply)) > 0
+    assert gallery == [] and video is not None and len(load_ply(ply)) > 0  # the fly-through of the fitted inputs
 
 
 def test_session_files_go_when_the_session_ends(example_run, served):

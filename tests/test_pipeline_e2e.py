@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import imageio.v3 as iio
 import numpy as np
@@ -56,8 +57,12 @@ def test_workdir_files_and_default_location(result):
     assert [p.name for p in res.frames] == [f"{i:04d}.png" for i in range(NUM_VIEWS + 2)]
     assert all(p.is_file() for p in res.frames)
     assert iio.imread(res.frames[1]).shape == (MODEL_SIZE, MODEL_SIZE, 3)
-    assert res.video == res.workdir / "flythrough.mp4"
-    assert len(list(iio.imiter(res.video, plugin="pyav" if _has_pyav() else None))) == NUM_VIEWS + 2
+    plugin = "pyav" if _has_pyav() else None
+    # the fly-through: the Gaussians along the whole path at the inputs' size; the generated views: their own video
+    assert res.video == res.workdir / "flythrough.mp4" and res.generated_video == res.workdir / "generated.mp4"
+    fly = list(iio.imiter(res.video, plugin=plugin))
+    assert len(fly) == NUM_VIEWS + 2 and fly[0].shape == (24, 32, 3)
+    assert len(list(iio.imiter(res.generated_video, plugin=plugin))) == NUM_VIEWS
 
 
 def _has_pyav() -> bool:
@@ -77,23 +82,36 @@ def test_transforms_match_trajectory(result, setup):
     c2w = opengl_to_opencv(np.array([f["transform_matrix"] for f in frames]))
     expected = scene_path(scene, NUM_VIEWS).c2w.double().numpy()
     np.testing.assert_allclose(c2w, expected, atol=1e-5)
-    # inputs at the path ends, with their own cameras
+    # inputs at the path ends, with their own cameras, at their own size (non-square: 32 x 24, nothing cropped)
     assert res.input_indices == (0, NUM_VIEWS + 1)
     np.testing.assert_allclose(c2w[[0, -1]], scene.c2w.double().numpy(), atol=1e-5)
-    # intrinsics follow the resize (24 -> 16 rows: x 2/3) and the centre crop (32*2/3 = 21 -> 16 columns: -2 px)
-    assert frames[0]["w"] == frames[0]["h"] == MODEL_SIZE
-    np.testing.assert_allclose([frames[0]["fl_x"], frames[0]["fl_y"]], [30 * 21 / 32, 20.0], rtol=1e-5)
-    np.testing.assert_allclose([frames[0]["cx"], frames[0]["cy"]], [16 * 21 / 32 - 2, 8.0], rtol=1e-5)
+    assert (frames[0]["w"], frames[0]["h"]) == (32, 24)
+    np.testing.assert_allclose([frames[0]["fl_x"], frames[0]["cx"], frames[0]["cy"]], [30.0, 16.0, 12.0], rtol=1e-5)
+    # generated views: intrinsics follow the resize (24 -> 16 rows: x 2/3) and the centre crop (32*2/3 = 21 -> 16
+    # columns: -2 px) of the model's input
+    assert frames[1]["w"] == frames[1]["h"] == MODEL_SIZE
+    np.testing.assert_allclose([frames[1]["fl_x"], frames[1]["fl_y"]], [30 * 21 / 32, 20.0], rtol=1e-5)
+    np.testing.assert_allclose([frames[1]["cx"], frames[1]["cy"]], [16 * 21 / 32 - 2, 8.0], rtol=1e-5)
 
 
-def test_input_frames_are_the_model_resolution_inputs(result, setup):
+def test_input_frames_keep_their_resolution(result, setup):
     res, _ = result
     _, _, scene = setup
-    images, _ = pipeline._to_model_resolution(scene.load_images(), scene.K, MODEL_SIZE)
+    images = scene.load_images()
     for view, index in enumerate(res.input_indices):
         saved = torch.from_numpy(iio.imread(res.frames[index])).permute(2, 0, 1).float() / 255
-        assert (saved - images[view]).abs().max() <= 1 / 255 + 1e-6
+        assert saved.shape == (3, 24, 32) and (saved - images[view]).abs().max() <= 1 / 255 + 1e-6
         assert torch.equal(res.images[index], images[view])
+
+
+def test_views_json_names_inputs_and_flythrough_cameras(result, setup):
+    res, _ = result
+    _, _, scene = setup
+    meta = json.loads((res.workdir / "views.json").read_text())
+    assert meta["input_frames"] == [0, NUM_VIEWS + 1]
+    fly = meta["flythrough"]
+    assert (fly["width"], fly["height"]) == (32, 24) and len(fly["c2w"]) == NUM_VIEWS + 2
+    np.testing.assert_allclose(fly["c2w"], scene_path(scene, NUM_VIEWS).c2w.numpy(), atol=1e-6)
 
 
 def test_progress_and_stage_times(result):
@@ -102,7 +120,7 @@ def test_progress_and_stage_times(result):
     assert stages == ["path", "generate", "fit", "export"]
     assert all(0.0 <= f <= 1.0 for _, f in events)
     assert {s: f for s, f in events} == dict.fromkeys(stages, 1.0)
-    assert set(res.stage_seconds) == {"load", "path", "generate", "views", "fit", "export"}
+    assert set(res.stage_seconds) == {"load", "path", "geometry", "generate", "views", "fit", "video", "export"}
     assert all(t >= 0 for t in res.stage_seconds.values())
 
 
@@ -138,17 +156,20 @@ def test_generated_views_get_the_generated_weight(setup, tmp_path, monkeypatch):
     seen = {}
 
     def recording_fit(images, K, c2w, config, **kwargs):
-        seen["weights"] = kwargs["view_weights"]
+        seen["weights"], seen["cloud"], seen["observed"] = kwargs["view_weights"], kwargs["cloud"], kwargs["observed"]
         return real_fit(images, K, c2w, config, **kwargs)
 
     real_fit = pipeline.fit_gaussians
     monkeypatch.setattr(pipeline, "fit_gaussians", recording_fit)
+    cloud = types.SimpleNamespace(points=torch.randn(50, 3) * 0.2, colors=torch.rand(50, 3), sizes=torch.full((50,), 0.01))
+    monkeypatch.setattr(pipeline, "input_point_cloud", lambda images, K, c2w, depths: cloud)
     options = ReconOptions(checkpoint=model_dir, show_progress=False, write_video=False, generated_weight=0.25,
                            **OPTIONS)
     res = run_reconstruction(scene, tmp_path / "w.ply", options, pretrained=CameoModel.from_pretrained(model_dir, "cpu"))
     expected = torch.full((NUM_VIEWS + 2,), 0.25)
     expected[list(res.input_indices)] = 1.0
     torch.testing.assert_close(seen["weights"], expected, atol=0, rtol=0)
+    assert seen["cloud"] is cloud and seen["observed"].tolist() == [True] + [False] * NUM_VIEWS + [True]
 
 
 def test_same_seed_same_result(result, setup, tmp_path):
@@ -156,7 +177,7 @@ def test_same_seed_same_result(result, setup, tmp_path):
     _, model_dir, scene = setup
     options = ReconOptions(checkpoint=model_dir, show_progress=False, write_video=False, **OPTIONS)
     again = run_reconstruction(scene, tmp_path / "again.ply", options)
-    assert torch.equal(again.images, res.images)
+    assert all(torch.equal(a, b) for a, b in zip(again.images, res.images, strict=True))
     assert torch.equal(again.splats.means, res.splats.means)
     assert again.ply.read_bytes() == res.ply.read_bytes()
 
@@ -170,5 +191,4 @@ def test_single_view_circle_path(setup, tmp_path):
     res = run_reconstruction(one, tmp_path / "one.ply", options)
     assert res.ply.is_file() and res.input_indices == (0,)
     np.testing.assert_allclose(res.c2w, scene_path(one, 2, "circle", 0.15).c2w, atol=1e-6)
-    images, _ = pipeline._to_model_resolution(one.load_images(), one.K, MODEL_SIZE)
-    assert torch.equal(res.images[0], images[0])
+    assert torch.equal(res.images[0], one.load_images()[0])

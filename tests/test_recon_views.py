@@ -99,7 +99,7 @@ def _plane_cloud(K: torch.Tensor, c2w: torch.Tensor, width: int, height: int):
     depth = (-c2w[:, 2, 3])[:, None, None] / rays_z[..., 2]
     points = unproject_depth(depth, K, c2w).reshape(-1, 3)
     colors = (points[:, :2].sin() * 0.5 + 0.5).repeat(1, 2)[:, :3]
-    sizes = (depth / K[:, 0, 0, None, None]).reshape(-1)
+    sizes = (0.5 * depth / K[:, 0, 0, None, None]).reshape(-1)  # half a pixel, as cameo.geometry gives
     return types.SimpleNamespace(points=points, colors=colors, sizes=sizes)
 
 
