@@ -1,4 +1,5 @@
-"""``cameo-data``: generate procedural training sets, render held-out demo scenes, draw a check grid."""
+"""``cameo-data``: generate procedural training sets, render held-out demo scenes, draw a check grid or a scene's
+geometry (stereo depth and point cloud)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--num-views", type=int, default=4)
     s.add_argument("--tokens", type=int, default=16, help="token grid side for the correspondences")
     s.add_argument("--seed", type=int, default=0)
+
+    q = sub.add_parser("geometry", help="PNG of a scene's inputs, their depth (stereo or given maps) and confidence, "
+                                        "and the fused point cloud seen from cameras along the path")
+    q.add_argument("scene", type=Path, help="scene.json (1-2 frames; depth maps optional)")
+    q.add_argument("--out", type=Path, required=True, help="PNG to write")
+    q.add_argument("--views", type=int, default=4, help="path cameras to render the cloud into")
+    q.add_argument("--max-side", type=int, default=256, help="working resolution of stereo (long side)")
     return p
 
 
@@ -87,6 +95,29 @@ def _show(args: argparse.Namespace) -> Path:
     return write_png_atomic(args.out, sample_grid(sample, (args.tokens, args.tokens)))
 
 
+def _geometry(args: argparse.Namespace) -> Path:
+    from cameo.geometry.cloud import fuse_depth, scene_depth
+    from cameo.geometry.picture import geometry_picture
+    from cameo.scene import load_scene
+    from trajectories.paths import scene_path
+
+    from .visualize import write_png_atomic
+
+    scene = load_scene(args.scene)
+    images, K, c2w = scene.load_images(), scene.K, scene.c2w
+    found = scene_depth(images, K, c2w, scene.load_depths(), args.max_side)
+    if found is None:
+        raise ValueError(f"{args.scene}: one view without a depth map gives no geometry")
+    small, K_small, depth, confidence = found
+    path = scene_path(scene, n_targets=args.views)
+    K_path = path.K.clone()
+    K_path[:, :2] *= torch.tensor([[small.shape[-1] / images.shape[-1]], [small.shape[-2] / images.shape[-2]]])
+    targets = list(path.target_indices)
+    picture = geometry_picture(small, depth, confidence, fuse_depth(small, depth, K_small, c2w), K_path[targets],
+                               path.c2w[targets])
+    return write_png_atomic(args.out, picture)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -106,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in make_demo_scenes(args.out, args.count, tuple(args.kinds), args.inputs, args.views,
                                          args.resolution, args.seed):
                 print(path)
+        elif args.command == "geometry":
+            print(_geometry(args))
         else:
             print(_show(args))
     except (OSError, ValueError) as err:

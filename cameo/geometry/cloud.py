@@ -62,8 +62,9 @@ def _resize_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
                 max_side: int = 256, options: StereoOptions | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Images, intrinsics and z-depth ``[V,h,w]`` (NaN invalid) at the working size, or None without depth.
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Images, intrinsics, z-depth ``[V,h,w]`` (NaN invalid) and its confidence ``[V,h,w]`` (stereo's; 1 where a
+    given map is valid) at the working size, or None without depth.
 
     ``depths``: per view a depth map ``[H,W]`` or None; a view with a map uses it, two views without maps get stereo
     (a view with a map next to one without: the missing one stays empty).
@@ -78,10 +79,11 @@ def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths
     if all(d is None for d in given):
         if images.shape[0] != 2:
             return None
-        return small, K_small, two_view_depth(small, K_small, c2w, options=options).depth
-    maps = [torch.full(size, float("nan")) if d is None else _resize_depth(torch.as_tensor(d).float()[None], size)[0]
-            for d in given]
-    return small, K_small, torch.stack(maps)
+        result = two_view_depth(small, K_small, c2w, options=options)
+        return small, K_small, result.depth, result.confidence
+    maps = torch.stack([torch.full(size, float("nan")) if d is None
+                        else _resize_depth(torch.as_tensor(d).float()[None], size)[0] for d in given])
+    return small, K_small, maps, (torch.isfinite(maps) & (maps > 0)).float()
 
 
 def scene_point_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
@@ -94,5 +96,5 @@ def scene_point_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, 
     found = scene_depth(images, K, c2w, depths, max_side)
     if found is None:
         return None
-    small, K_small, depth = found
+    small, K_small, depth, _ = found
     return fuse_depth(small, depth, K_small, c2w.float().cpu(), max_points)
