@@ -58,7 +58,8 @@ def pair_accuracy(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, dept
     both = covisible(depth, K, c2w)
     valid = result.valid & torch.isfinite(depth)
     rel = ((result.depth - depth).abs() / depth)[valid]
-    return {"w2": float((rel < 0.02).float().mean()), "w5": float((rel < 0.05).float().mean()),
+    share = (lambda x: float(x.float().mean())) if rel.numel() else (lambda x: 0.0)  # noqa: E731
+    return {"w2": share(rel < 0.02), "w5": share(rel < 0.05),
             "cov": float((result.valid & both).sum() / both.sum().clamp_min(1)), "valid": int(valid.sum()),
             "s": seconds}
 
@@ -79,7 +80,7 @@ def accuracy_table(count: int, resolution: int) -> None:
             for index in range(count):
                 images, K, c2w, depth = _tensors(generate_scene(kind, 0, index, views, resolution, split="demo"))
                 rows.append(pair_accuracy(images[pair], K[pair], c2w[pair], depth[pair]))
-            weight = np.array([r["valid"] for r in rows], dtype=float).clip(1)
+            weight = np.array([r["valid"] for r in rows], dtype=float) + 1e-9
             w2 = np.average([r["w2"] for r in rows], weights=weight)
             w5 = np.average([r["w5"] for r in rows], weights=weight)
             print(f"| {kind} | {label} | {w2:.3f} | {w5:.3f} | {np.mean([r['cov'] for r in rows]):.3f} | "
@@ -167,7 +168,7 @@ def timing_table() -> None:
     print("| step | size | seconds |")
     print("|---|---|---|")
     for resolution in (64, 128, 256):
-        images, K, c2w, _ = _tensors(generate_scene("room", 0, 0, 2, resolution, split="demo"))
+        images, K, c2w, _ = (x[:2] for x in _tensors(generate_scene("room", 0, 0, 4, resolution, split="demo")))
         two_view_depth(images, K, c2w)  # warm-up
         start = time.perf_counter()
         two_view_depth(images, K, c2w)
