@@ -91,13 +91,14 @@ def denoise(
     reps = 2 if guided else 1
     drop = torch.arange(reps * b, device=device) >= b
     mask_in, plucker_in = ref_mask.repeat(reps, 1), plucker.repeat(reps, 1, 1, 1, 1)
-    prior_in = None if prior is None else prior.to(device).repeat(reps, 1, 1, 1, 1)
+    # camera-only models (and stand-ins following the older call contract) take no prior argument
+    extra = {} if prior is None else {"prior": prior.to(device).repeat(reps, 1, 1, 1, 1)}
     scheduler.set_timesteps(steps, device=device)
     for i, t in enumerate(scheduler.timesteps):
         timesteps = torch.where(ref_mask, torch.zeros_like(t), t).long()
         with torch.no_grad():
             pred = model(x.repeat(reps, 1, 1, 1, 1), timesteps.repeat(reps, 1), plucker_in, mask_in,
-                         drop if guided else None, prior_in)
+                         drop if guided else None, **extra)
         if guided:
             cond, uncond = pred.chunk(2)
             pred = uncond + cfg * (cond - uncond)

@@ -151,7 +151,7 @@ def heldout_denoising_loss(model, codec, scenes: Iterable[EvalScene], schedule, 
                 sample = torch.cat([other[None].expand(len(t), -1, -1, -1, -1), sample[:, refs:]], dim=1)
             prior = _gt_prior(model, scene, refs, len(t))
             with torch.no_grad():
-                pred = model(sample, noised.timesteps, plucker, ref_mask, None, prior)
+                pred = model(sample, noised.timesteps, plucker, ref_mask, **({} if prior is None else {"prior": prior}))
             losses.setdefault(setting, []).append(denoising_loss(pred, noised.target, ref_mask))
     return {f"{setting} loss": float(torch.stack(values).mean()) for setting, values in losses.items()}
 

@@ -46,7 +46,9 @@ def _splat_targets(
         keep = (col >= 0) & (col < width) & (row >= 0) & (row < height)
         pixel = (view0[sel][:, None] * height + row) * width + col
         pixels.append(pixel[keep])
-        depths.append(z[sel][:, None].expand_as(col)[keep])
+        # a point's own pixel beats a neighbour's footprint at equal depth (exact self-warps): 1e-6 per ring
+        ring = 1.0 + 1e-6 * torch.maximum(dx.abs(), dy.abs()).to(z.dtype)
+        depths.append((z[sel][:, None] * ring)[keep])
         points.append(point0[sel][:, None].expand_as(col)[keep])
     if not pixels:
         empty = torch.zeros(0, dtype=torch.long, device=uv.device)
