@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from cameo.cameras import unproject_depth
+from cameo.geometry.cloud import fuse_depth
 from cameo.geometry.warp import render_points
 
 
 def depth_cloud(
     images: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Points ``[N,3]``, colours ``[N,3]`` and world radii ``[N]`` of the finite, positive depth pixels.
+    """Points ``[N,3]``, colours ``[N,3]`` and world radii ``[N]`` of every finite, positive depth pixel (on the CPU).
 
-    ``images [R,3,H,W]``, ``depth [R,H,W]`` (z; NaN or <= 0 invalid), ``K [R,3,3]``, ``c2w [R,4,4]``. A point's
-    radius is half its pixel's footprint at its depth, so a render from the same distance covers the image.
+    ``images [R,3,H,W]``, ``depth [R,H,W]`` (z; NaN or <= 0 invalid), ``K [R,3,3]``, ``c2w [R,4,4]``: the inputs'
+    fused cloud (:func:`cameo.geometry.cloud.fuse_depth`) without subsampling. A point's radius is half its pixel's
+    footprint at its depth, so a render from the same distance covers the image.
     """
-    valid = torch.isfinite(depth) & (depth > 0)
-    safe = torch.where(valid, depth, torch.ones_like(depth))
-    points = unproject_depth(safe, K, c2w)  # [R,H,W,3]
-    sizes = 0.5 * safe / K[:, 0, 0, None, None]
-    return points[valid], images.permute(0, 2, 3, 1)[valid], sizes[valid]
+    cloud = fuse_depth(images, depth, K, c2w, max_points=depth.numel())
+    return cloud.points, cloud.colors, cloud.sizes
 
 
 def render_priors(
