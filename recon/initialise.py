@@ -58,8 +58,11 @@ def from_cloud(points: torch.Tensor, colors: torch.Tensor, sizes: torch.Tensor, 
 def fill(views: FitViews, n: int, opacity: float, size_factor: float, gen: torch.Generator,
          surface: torch.Tensor | None = None) -> InitGaussians:
     """``n`` random Gaussians seen by some camera, coloured from the views that see them; with ``surface``
-    points (the cloud), those in front of what an observed camera saw there are rejected (seen to be empty)."""
+    points (the cloud), those in front of what an observed camera saw there are rejected (seen to be empty), which
+    may leave none."""
     points = random_visible_points(views, n, gen, surface)
+    if len(points) == 0:
+        return InitGaussians(points, points.new_zeros(0, 3), points.new_zeros(0), points.new_zeros(0))
     colors = sample_colors(points, views)
     dist, _ = cKDTree(points.cpu().numpy()).query(points.cpu().numpy(), k=min(4, len(points)))
     dist = torch.as_tensor(dist, dtype=points.dtype).reshape(len(points), -1)[:, 1:]
@@ -114,7 +117,7 @@ def random_visible_points(views: FitViews, n: int, gen: torch.Generator,
         if total >= n:
             break
     pts = torch.cat(kept)[:n]
-    if pts.shape[0] == 0:
+    if pts.shape[0] == 0 and surface is None:  # with a surface, an empty fill is a valid answer
         raise ValueError("no random initial point is visible in any camera; pass a point cloud")
     return pts
 

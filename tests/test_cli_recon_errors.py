@@ -132,7 +132,7 @@ def test_cli_end_to_end_on_tiny_model(tmp_path, capsys):
                                 "--workdir", tmp_path / "work")
     assert code == 0, err
     assert out.is_file()
-    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["frames", "transforms.json"]
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["frames", "transforms.json", "views.json"]
     assert "total" in stdout and str(out) in stdout
     assert "[1/4] path" in err and "[4/4] export" in err
 
@@ -150,4 +150,4 @@ def test_without_a_bundled_model_the_cli_fits_the_inputs_and_says_so(tmp_path, c
     assert out.is_file() and "fit" in stdout
     transforms = json.loads((tmp_path / "res" / "splat_views" / "transforms.json").read_text())
     assert len(transforms["frames"]) == 2  # the inputs only: nothing was generated
-    assert not (tmp_path / "res" / "splat_views" / "flythrough.mp4").exists()
+    assert not (tmp_path / "res" / "splat_views" / "generated.mp4").exists()  # the fly-through is of the splat

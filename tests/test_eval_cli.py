@@ -5,9 +5,10 @@ import csv
 from cameo.eval.cli import main
 
 
-def _rows(path):
+def _rows(path, method="model"):
+    """Rows of one method (the model by default; the trivial baselines share the table)."""
     with open(path) as f:
-        return list(csv.DictReader(f))
+        return [r for r in csv.DictReader(f) if method is None or r.get("method", method) == method]
 
 
 def test_cli_nvs_writes_tables_and_pictures(tmp_path):
@@ -18,6 +19,8 @@ def test_cli_nvs_writes_tables_and_pictures(tmp_path):
     assert [(r["setting"], r["view"]) for r in rows] == [("1-to-3", "1"), ("1-to-3", "2"), ("1-to-3", "3"),
                                                          ("2-to-2", "2"), ("2-to-2", "3")]
     assert all(0 < float(r["psnr"]) < 100 for r in rows)
+    methods = {r["method"] for r in _rows(out / "per_view.csv", None)}
+    assert {"mean colour", "nearest reference", "warped prior (gt depth)", "warped prior (stereo depth)"} < methods
     assert "| 1-to-3 |" in (out / "summary.md").read_text()
     assert (out / "grid_1-to-3.png").stat().st_size > 0 and (out / "grid_2-to-2.png").is_file()
     assert main(["nvs", "--config", "tiny", "--scenes", "1", "--out", str(out)]) == 1  # exists, no --overwrite
