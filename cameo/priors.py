@@ -8,10 +8,14 @@ priors through these functions so that the model sees the same kind of input eve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
 from cameo.geometry.cloud import fuse_depth
 from cameo.geometry.warp import render_points
+from cameo.model.codec import LatentCodec
 
 
 def depth_cloud(
@@ -59,3 +63,39 @@ def views_prior(
     own = torch.zeros(K.shape[0], 3, height, width, dtype=priors.dtype, device=priors.device)
     own[ref_mask] = ref_images.to(priors.dtype)
     return set_reference_priors(priors, own, ref_mask)
+
+
+@dataclass(frozen=True)
+class PriorAnchor:
+    """Observed pixels held to the warped prior while sampling.
+
+    The model reconstructs what the references saw only approximately (a small model at few DDIM steps leaves
+    speckle on surfaces the prior shows exactly), so the sampler may pull its clean estimate toward the prior where
+    the prior is valid, as inpainting samplers do with known pixels. ``latents [B,F,C,h,w]``: the prior encoded by
+    the model's codec; ``mask [B,F,1,h,w]``: 1 where every pixel a latent covers is valid; ``strength`` in [0, 1]
+    (1: the prior replaces the estimate there); ``until``: the fraction of the steps anchored (the last steps stay
+    free, so the model can smooth stereo errors and seams).
+    """
+
+    latents: torch.Tensor
+    mask: torch.Tensor
+    strength: float
+    until: float
+
+    def active(self, step: int, steps: int) -> bool:
+        """Whether DDIM step ``step`` (0-based) of ``steps`` is anchored."""
+        return self.strength > 0 and step < round(self.until * steps)
+
+
+def prior_anchor(codec: LatentCodec, prior: torch.Tensor, strength: float, until: float = 1.0) -> PriorAnchor | None:
+    """A :class:`PriorAnchor` from priors ``[B,F,4,H,W]`` encoded with ``codec`` (None when ``strength`` is 0)."""
+    if not 0.0 <= strength <= 1.0 or not 0.0 <= until <= 1.0:
+        raise ValueError(f"anchor strength and until must lie in [0, 1], got {strength}, {until}")
+    if strength == 0.0:
+        return None
+    b, f = prior.shape[:2]
+    with torch.no_grad():
+        latents = codec.encode(prior[:, :, :3].flatten(0, 1))
+    fold = prior.shape[-1] // latents.shape[-1]
+    covered = F.avg_pool2d(prior[:, :, 3:].flatten(0, 1).float(), fold) >= 1.0 - 1e-6
+    return PriorAnchor(latents.unflatten(0, (b, f)), covered.to(latents.dtype).unflatten(0, (b, f)), strength, until)

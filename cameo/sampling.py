@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from cameo.diffusion import camera_conditioning
 from cameo.model.codec import LatentCodec
-from cameo.priors import render_priors, set_reference_priors, views_prior
+from cameo.priors import PriorAnchor, prior_anchor, render_priors, set_reference_priors, views_prior
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction of work done, in [0, 1]."""
@@ -67,12 +67,13 @@ def denoise(
     progress: ProgressFn | None = None,
     noise: torch.Tensor | None = None,
     prior: torch.Tensor | None = None,
+    anchor: PriorAnchor | None = None,
 ) -> torch.Tensor:
     """DDIM-sample the target views of ``clean [B,F,C,h,w]`` (only its reference views are read).
 
     ``ref_mask [B,F]`` marks references, ``plucker [B,F,6,H,W]`` the normalised camera rays, ``prior [B,F,4,H,W]``
-    the warped-reference prior of models that take one (dropped with the camera in the unconditional branch).
-    Returns the latents
+    the warped-reference prior of models that take one (dropped with the camera in the unconditional branch);
+    ``anchor`` pulls each step's clean estimate toward that prior where it is valid. Returns the latents
     ``[B,F,C,h,w]`` with the references unchanged. Initial noise is drawn on the CPU from ``generator`` so results
     depend only on the seed, not on the device; ``noise`` (shaped like ``clean``) overrides the draw.
     """
@@ -102,11 +103,25 @@ def denoise(
         if guided:
             cond, uncond = pred.chunk(2)
             pred = uncond + cfg * (cond - uncond)
-        x = scheduler.step(pred.flatten(0, 1), t, x.flatten(0, 1), eta=0.0).prev_sample.view_as(x)
+        out = scheduler.step(pred.flatten(0, 1), t, x.flatten(0, 1), eta=0.0)
+        x = out.prev_sample.view_as(x)
+        if anchor is not None and anchor.active(i, len(scheduler.timesteps)):
+            x = _anchored(x, out.pred_original_sample.view_as(x), anchor, scheduler, t)
         x = torch.where(keep, clean, x)  # references stay clean
         if progress is not None:
             progress((i + 1) / len(scheduler.timesteps))
     return x
+
+
+def _anchored(
+    x: torch.Tensor, x0: torch.Tensor, anchor: PriorAnchor, scheduler: DDIMScheduler, t: torch.Tensor
+) -> torch.Tensor:
+    """``x_prev`` of a DDIM (eta 0) step whose clean estimate ``x0`` moved toward the anchor, its noise kept:
+    DDIM writes ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps``, so the move shifts ``x_prev`` linearly."""
+    prev = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    abar = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+    shift = anchor.strength * anchor.mask.to(x.device) * (anchor.latents.to(x.device) - x0)
+    return x + abar.to(x.device, x.dtype).sqrt() * shift
 
 
 def _check_views(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, what: str) -> None:
@@ -129,13 +144,16 @@ def sample_views(
     schedule: DDPMScheduler | dict | None = None,
     progress: ProgressFn | None = None,
     ref_depth: torch.Tensor | None = None,
+    anchor: float = 0.0,
+    anchor_until: float = 1.0,
 ) -> torch.Tensor:
     """Generate ``M`` target views from ``N`` posed references in one joint sample.
 
     ``ref_images [N,3,H,W]`` in [0, 1]; ``*_K`` pixel intrinsics of ``H x W`` images; ``*_c2w`` OpenCV
     camera-to-world (any world frame and scale: cameras are normalised here relative to the first reference).
     ``ref_depth [N,H,W]`` (z, NaN invalid): the references' depth, warped into the targets as the prior of models
-    that take one (None: targets get an empty prior; ignored by models without a prior).
+    that take one (None: targets get an empty prior; ignored by models without a prior). ``anchor`` (strength in
+    [0, 1]) and ``anchor_until`` (fraction of steps): :class:`cameo.priors.PriorAnchor`, for any model given depth.
     ``schedule``: the model's training schedule (default: :func:`default_training_schedule` with the model's
     ``config.prediction_type``). Returns ``[M,3,H,W]`` in [0, 1].
     """
@@ -153,14 +171,16 @@ def sample_views(
     clean[0, :n] = ref_latents
     ref_mask = (torch.arange(n + m, device=device) < n)[None]
     plucker = camera_conditioning(torch.cat([ref_c2w, target_c2w]), torch.cat([ref_K, target_K]), height, width)
+    uses_prior = getattr(model, "uses_prior", False)
     prior = None
-    if getattr(model, "uses_prior", False):
+    if uses_prior or (anchor > 0 and ref_depth is not None):
         all_K, all_c2w = torch.cat([ref_K, target_K]).float(), torch.cat([ref_c2w, target_c2w]).float()
         prior = views_prior(ref_images.float().cpu(), None if ref_depth is None else ref_depth.float().cpu(),
                             ref_K.float(), ref_c2w.float(), all_K, all_c2w, ref_mask[0].cpu(), height, width)[None]
+    held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
     generator = torch.Generator().manual_seed(seed)
     latents = denoise(model, ddim_from_training(schedule), clean, ref_mask, plucker[None].to(device), steps, cfg,
-                      generator, progress, prior=prior)
+                      generator, progress, prior=prior if uses_prior else None, anchor=held)
     with torch.no_grad():
         images = codec.decode(latents[0, n:])
     return images.float().clamp(0, 1).cpu()
@@ -222,12 +242,9 @@ class ColouredPoints(Protocol):
 
 
 def _path_priors(
-    model: torch.nn.Module, cloud: ColouredPoints | None,
-    K: torch.Tensor, c2w: torch.Tensor, height: int, width: int,
-) -> torch.Tensor | None:
-    """Priors ``[V,4,H,W]`` of every path view (None for models without a prior; empty without a cloud)."""
-    if not getattr(model, "uses_prior", False):
-        return None
+    cloud: ColouredPoints | None, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """Priors ``[V,4,H,W]`` of every path view (empty without a cloud)."""
     if cloud is None:
         return torch.zeros(K.shape[0], 4, height, width)
     return render_priors(cloud.points.cpu(), cloud.colors.cpu(), cloud.sizes.cpu(), K.cpu(), c2w.cpu(), height, width)
@@ -248,6 +265,8 @@ def generate_trajectory(
     progress: ProgressFn | None = None,
     show_progress: bool = True,
     cloud: ColouredPoints | None = None,
+    anchor: float = 0.0,
+    anchor_until: float = 1.0,
 ) -> torch.Tensor:
     """Generate every view of a camera path with a multi-pass group plan (trajectories.plan.plan_generation).
 
@@ -258,7 +277,8 @@ def generate_trajectory(
     ``groups_per_batch`` at a time; each group's noise comes from its own seed, so batching does not change results.
     ``cloud``: the inputs' point cloud (``points [N,3]``, ``colors [N,3]``, world radii ``sizes [N]``) in the path's
     world frame, rendered into every path view as the prior of models that take one (None: empty priors); conditioning
-    views see themselves (inputs, or views generated in an earlier pass). Returns all ``V`` images ``[V,3,H,W]``
+    views see themselves (inputs, or views generated in an earlier pass). ``anchor``, ``anchor_until``: as in
+    :func:`sample_views` (needs ``cloud``). Returns all ``V`` images ``[V,3,H,W]``
     in [0, 1] (the inputs as given).
     """
     if input_images.ndim != 4 or input_images.shape[1] != 3:
@@ -280,7 +300,8 @@ def generate_trajectory(
     latents[inputs] = first
     images = torch.zeros(num_views, 3, height, width)
     images[inputs] = input_images.float().cpu()
-    priors = _path_priors(model, cloud, K_all, c2w_all, height, width)
+    uses_prior = getattr(model, "uses_prior", False)
+    priors = _path_priors(cloud, K_all, c2w_all, height, width) if uses_prior or (anchor > 0 and cloud is not None) else None
     total, finished = sum(len(p) for p in jobs), 0
     bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
     for pass_jobs in jobs:
@@ -306,8 +327,9 @@ def generate_trajectory(
                     if progress is not None:
                         progress((done + fraction * size) / total)
 
+                held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
                 out = denoise(model, scheduler, clean, ref_mask, plucker, steps, cfg, progress=report, noise=noise,
-                              prior=prior)
+                              prior=prior if uses_prior else None, anchor=held)
                 targets = views[:, n_cond:].reshape(-1)
                 latents[targets.to(device)] = out[:, n_cond:].flatten(0, 1)
                 with torch.no_grad():

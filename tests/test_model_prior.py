@@ -148,3 +148,26 @@ def test_sample_views_with_reference_depth_runs_for_prior_model():
     depth = torch.full((2, size, size), 3.0)
     out = sample_views(model, PixelCodec(), images, K[:2], c2w[:2], K[2:], c2w[2:], steps=2, ref_depth=depth)
     assert out.shape == (1, 3, size, size) and math.isfinite(float(out.sum()))
+
+
+def test_full_anchor_keeps_the_prior_where_valid_and_leaves_holes_to_the_model():
+    from cameo.model.codec import PixelCodec
+    from cameo.sampling import sample_views
+
+    size = 16
+    K, c2w = _cameras(3, size)
+    images, depth = torch.rand(2, 3, size, size), torch.full((2, size, size), 3.0)
+    depth[:, :, :6] = float("nan")  # holes: the model alone decides there
+    prior = render_priors(*depth_cloud(images, depth, K[:2], c2w[:2]), K[2:], c2w[2:], size, size)[0]
+    valid = prior[3] > 0
+    assert 0.2 < float(valid.float().mean()) < 0.95
+    for name in ("tiny-prior", "tiny"):  # any model, given depth: the anchor needs only the prior
+        model = build_model(name, cameo_head="mean").eval()
+        kwargs = dict(steps=3, ref_depth=depth, seed=1)
+        free = sample_views(model, PixelCodec(), images, K[:2], c2w[:2], K[2:], c2w[2:], **kwargs)[0]
+        held = sample_views(model, PixelCodec(), images, K[:2], c2w[:2], K[2:], c2w[2:], anchor=1.0, **kwargs)[0]
+        torch.testing.assert_close(held[:, valid], prior[:3, valid].clamp(0, 1), atol=1e-4, rtol=0)
+        assert float((free[:, valid] - prior[:3, valid]).abs().mean()) > 0.05  # unanchored: the model's own pixels
+        assert float((held[:, ~valid] - free[:, ~valid]).abs().max()) > 0  # the holes see the anchored context
+    with pytest.raises(ValueError, match="anchor"):
+        sample_views(model, PixelCodec(), images, K[:2], c2w[:2], K[2:], c2w[2:], steps=1, ref_depth=depth, anchor=2.0)

@@ -94,7 +94,8 @@ def cmd_nvs(args: argparse.Namespace) -> None:
     metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
     with _report(args.out, args.overwrite) as out:
         result = evaluate_nvs(model, codec, _scenes(args, image_size), metrics, args.settings, args.steps, args.cfg, args.seed,
-                              schedule, depth_sources=args.depth_source, baselines=not args.no_baselines)
+                              schedule, depth_sources=args.depth_source, baselines=not args.no_baselines,
+                              anchors=args.anchor, anchor_until=args.anchor_until)
         write_csv(result.rows, out / "per_view.csv")
         summary = summarize(result.rows, ("setting", "method"), ("psnr", "ssim", "lpips"))
         write_csv(summary, out / "summary.csv")
@@ -210,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "two references of 2-to-2, as cameo-recon does; none in 1-to-3), gt (exact), none")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the trivial baselines (mean colour, nearest reference, warped prior alone)")
+    p.add_argument("--anchor", type=float, nargs="+", default=[0.0],
+                   help="sampler anchor strengths in [0, 1] to compare, one scored row each: how far each DDIM "
+                        "step's clean estimate is pulled toward the warped prior where it is valid (0: not at all)")
+    p.add_argument("--anchor-until", type=float, default=1.0,
+                   help="fraction of the DDIM steps that are anchored (the rest let the model smooth seams)")
     p.set_defaults(func=cmd_nvs)
 
     p = sub.add_parser("probe", help="correspondence precision of attention layers (Probe3D protocol)")

@@ -73,14 +73,16 @@ class NVSResult:
 
 def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetrics, settings: Iterable[str] = SETTINGS,
                  steps: int = 50, cfg: float = 2.0, seed: int = 0, schedule=None, perturb: Iterable[str] = (),
-                 depth_sources: Iterable[DepthSource] = ("stereo",), baselines: bool = False) -> NVSResult:
+                 depth_sources: Iterable[DepthSource] = ("stereo",), baselines: bool = False,
+                 anchors: Iterable[float] = (0.0,), anchor_until: float = 1.0) -> NVSResult:
     """Generate the targets of every scene in every setting and score them against the ground truth.
 
     Rows carry a ``method``: ``model`` (models without a prior), ``model (<source> prior)`` for each of
     ``depth_sources`` (models with a prior: the references' depth from stereo between the two references as
     ``cameo-recon`` computes it, the exact depth, or none; 1-to-3 has no stereo), and with ``baselines`` the trivial
     predictions of :mod:`cameo.eval.baselines` on the same views. ``perturb``: layers replaced by identity
-    attention during generation (empty = the normal model). Pictures show the first model method.
+    attention during generation (empty = the normal model). ``anchors``: sampler anchor strengths to compare
+    (:class:`cameo.priors.PriorAnchor`; 0 = none), each its own method. Pictures show the first model method.
     """
     sources = tuple(depth_sources) if getattr(model, "uses_prior", False) else ("none",)
     rows, examples = [], {s: [] for s in settings}
@@ -93,10 +95,12 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                       for src in {*sources, *(("stereo", "gt") if baselines and scene.depth is not None else ())}}
             predictions = {}
             for src in sources:
-                with model.attention_control(perturb=list(perturb)):
-                    predictions["model" if src == "none" else f"model ({src} prior)"] = sample_views(
-                        model, codec, refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:], steps=steps,
-                        cfg=cfg, seed=seed, schedule=schedule, ref_depth=depths[src])
+                for anchor in anchors if src != "none" else (0.0,):
+                    with model.attention_control(perturb=list(perturb)):
+                        predictions[_method(src, anchor)] = sample_views(
+                            model, codec, refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:], steps=steps,
+                            cfg=cfg, seed=seed, schedule=schedule, ref_depth=depths[src], anchor=anchor,
+                            anchor_until=anchor_until)
             examples[setting].append((refs, gt, next(iter(predictions.values()))))
             if baselines:
                 predictions.update(trivial_predictions(refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:],
@@ -107,6 +111,13 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                     rows.append({"scene": scene.scene_id, "setting": setting, "method": method, "view": n + v,
                                  **{k: float(x[v]) for k, x in values.items()}})
     return NVSResult(rows, examples)
+
+
+def _method(source: str, anchor: float) -> str:
+    """The table name of a model run: its depth source and, when anchored, the anchor strength."""
+    if source == "none":
+        return "model"
+    return f"model ({source} prior{f', anchor {anchor:g}' if anchor else ''})"
 
 
 def _gt_prior(model, scene: EvalScene, refs: int, repeat: int) -> torch.Tensor | None:
