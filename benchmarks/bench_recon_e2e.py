@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--also-falloffs", type=float, nargs="*", default=[], metavar="B",
                         help="with --scene: also refit with these CAT3D distance falloffs and score each")
     parser.add_argument("--cfg", type=float, default=d.cfg)
+    parser.add_argument("--anchor", type=float, default=d.anchor)
+    parser.add_argument("--anchor-until", type=float, default=d.anchor_until)
     parser.add_argument("--distance-falloff", type=float, default=d.distance_falloff)
     parser.add_argument("--lpips-weight", type=float, default=d.lpips_weight)
     parser.add_argument("--input-max-side", type=int, default=d.input_max_side)
@@ -103,7 +105,8 @@ def main() -> None:
     start = time.perf_counter()
     pretrained = CameoModel.from_pretrained(checkpoint, args.device)
     load_s = time.perf_counter() - start
-    options = ReconOptions(num_views=args.views, steps=args.steps, cfg=args.cfg, fit_iterations=args.fit_iterations,
+    options = ReconOptions(num_views=args.views, steps=args.steps, cfg=args.cfg, anchor=args.anchor,
+                           anchor_until=args.anchor_until, fit_iterations=args.fit_iterations,
                            fit_points=args.fit_points, generated_weight=args.generated_weight,
                            distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight,
                            input_max_side=args.input_max_side, fit_max_gaussians=args.max_gaussians,
@@ -116,7 +119,8 @@ def main() -> None:
     total = time.perf_counter() - start
 
     print(f"\nmodel: {checkpoint} ({weights}); image {pretrained.image_size}px, F = {pretrained.frames_per_group}")
-    print(f"scene: {scene_file}; {args.views} views, {args.steps} steps, CFG {args.cfg:g}, {args.fit_iterations} fit "
+    print(f"scene: {scene_file}; {args.views} views, {args.steps} steps, CFG {args.cfg:g}, anchor {args.anchor:g} "
+          f"until {args.anchor_until:g}, {args.fit_iterations} fit "
           f"iterations, cloud {args.cloud}, {len(result.splats)} Gaussians, inputs fitted at "
           f"{tuple(result.images[result.input_indices[0]].shape[-2:])}")
     print(f"machine: {platform.processor() or platform.machine()}, {args.device}, torch threads {args.threads}\n")

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="views to generate along the path (default: %(default)s)")
     gen.add_argument("--steps", type=int, default=d.steps, help="DDIM steps (default: %(default)s)")
     gen.add_argument("--cfg", type=float, default=d.cfg, help="classifier-free guidance scale (default: %(default)s)")
+    gen.add_argument("--anchor", type=float, default=d.anchor,
+                     help="pull generated views toward the inputs' pixels warped through their depth where those "
+                          "land, 0 (off) to 1 (kept as warped) (default: %(default)s)")
+    gen.add_argument("--anchor-until", type=float, default=d.anchor_until,
+                     help="fraction of the DDIM steps that are anchored (default: %(default)s)")
     gen.add_argument("--seed", type=int, default=d.seed,
                      help="seed of diffusion noise and fitting (default: %(default)s)")
     gen.add_argument("--path-mode", default=d.path_mode, choices=sorted(set(TWO_VIEW_MODES + ONE_VIEW_KINDS)),
@@ -167,7 +172,8 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = ReconOptions(
-        num_views=args.views, steps=args.steps, cfg=args.cfg, seed=args.seed, fit_iterations=args.fit_iterations,
+        num_views=args.views, steps=args.steps, cfg=args.cfg, anchor=args.anchor,
+        anchor_until=args.anchor_until, seed=args.seed, fit_iterations=args.fit_iterations,
         fit_points=args.fit_points, fit_max_gaussians=args.max_gaussians, input_max_side=args.input_max_side,
         distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight, generated_weight=args.generated_weight,
         path_mode=args.path_mode, path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,

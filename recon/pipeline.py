@@ -76,6 +76,11 @@ class ReconOptions:
     """DDIM steps per view group (the paper: 50)."""
     cfg: float = 2.0
     """Classifier-free guidance scale on the camera condition (1 disables guidance)."""
+    anchor: float = 0.0
+    """How far each DDIM step's clean estimate is pulled toward the inputs' warped point cloud where it is valid
+    (0 = not at all, 1 = replaced; :class:`cameo.priors.PriorAnchor`). Needs a point cloud (stereo or depth)."""
+    anchor_until: float = 1.0
+    """Fraction of the DDIM steps that are anchored (the last ones stay free to smooth seams)."""
     seed: int = 0
     """Seed of the diffusion noise and of the Gaussian fitting."""
     fit_iterations: int = FitConfig.iterations
@@ -199,7 +204,8 @@ def run_reconstruction(
             generated = generate_trajectory(
                 pre.unet, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps,
                 cfg=opts.cfg, seed=opts.seed, schedule=pre.schedule,
-                progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress, cloud=cloud)
+                progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress, cloud=cloud,
+                anchor=opts.anchor, anchor_until=opts.anchor_until)
         views = _path_views(inputs, input_K, generated.cpu(), path_K, path)
     else:
         views = FittedViews(list(inputs), input_K, scene.c2w, tuple(range(len(scene.frames))))
@@ -230,6 +236,7 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
     checks = [(opts.num_views >= 1, "num_views must be >= 1"), (opts.steps >= 1, "steps must be >= 1"),
               (opts.fit_iterations >= 1, "fit_iterations must be >= 1"),
               (opts.fit_points >= 1, "fit_points must be >= 1"), (opts.cfg > 0, "cfg must be > 0"),
+              (0 <= opts.anchor <= 1 and 0 <= opts.anchor_until <= 1, "anchor and anchor_until must lie in [0, 1]"),
               (opts.fit_max_gaussians >= 1, "fit_max_gaussians must be >= 1"),
               (opts.input_max_side >= 16, "input_max_side must be >= 16"),
               (opts.distance_falloff >= 0, "distance_falloff must be >= 0"),

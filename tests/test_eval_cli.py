@@ -71,3 +71,15 @@ def test_cli_nvs_mixed_kind_is_the_benchmarks_object_and_room_set(tmp_path):
                  "--settings", "2-to-2", "--out", str(out)]) == 0
     scenes = [r["scene"] for r in _rows(out / "per_view.csv")]
     assert scenes == ["demo-object-0-0000000"] * 2 + ["demo-room-0-0000000"] * 2
+
+
+def test_picture_grid_lays_out_every_group_of_a_row():
+    import torch
+
+    from cameo.eval.report import picture_grid
+
+    refs, gt, prior, pred = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
+    three = picture_grid([(refs, gt, pred)], scale=1)
+    four = picture_grid([(refs, gt, prior, pred)], scale=1)
+    assert (three.width, three.height) == (3 * 16 + 2 * 4, 10) and four.width == 4 * 16 + 3 * 4
+    assert four.getpixel((16 + 4 + 16 + 4 + 1, 1)) == (0, 0, 0)  # the prior column sits before the generated one

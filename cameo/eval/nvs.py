@@ -65,10 +65,11 @@ def mixed_procedural_scenes(count: int, resolution: int = 64, seed: int = 0) -> 
 
 @dataclass
 class NVSResult:
-    """Per-view metric rows and, per setting, (references, ground truth, generated) image triples for pictures."""
+    """Per-view metric rows and, per setting, picture columns per scene: references, ground truth, the warped
+    prior the model saw (models with a prior, given depth) and generated targets (always last)."""
 
     rows: list[dict]
-    examples: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
+    examples: dict[str, list[tuple[torch.Tensor, ...]]]
 
 
 def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetrics, settings: Iterable[str] = SETTINGS,
@@ -101,7 +102,8 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                             model, codec, refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:], steps=steps,
                             cfg=cfg, seed=seed, schedule=schedule, ref_depth=depths[src], anchor=anchor,
                             anchor_until=anchor_until)
-            examples[setting].append((refs, gt, next(iter(predictions.values()))))
+            shown = _warped_prior(refs, depths.get(sources[0]), scene, n)
+            examples[setting].append((refs, gt, *shown, next(iter(predictions.values()))))
             if baselines:
                 predictions.update(trivial_predictions(refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:],
                                                        {src: depths.get(src) for src in ("stereo", "gt")}))
@@ -111,6 +113,15 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                     rows.append({"scene": scene.scene_id, "setting": setting, "method": method, "view": n + v,
                                  **{k: float(x[v]) for k, x in values.items()}})
     return NVSResult(rows, examples)
+
+
+def _warped_prior(refs: torch.Tensor, depth: torch.Tensor | None, scene: EvalScene, n: int) -> tuple[torch.Tensor, ...]:
+    """The targets' warped prior as a picture column (black holes), or nothing without depth."""
+    if depth is None:
+        return ()
+    views = torch.arange(len(scene.K)) < n
+    prior = views_prior(refs, depth, scene.K[:n], scene.c2w[:n], scene.K, scene.c2w, views, *refs.shape[-2:])
+    return (prior[n:, :3] * prior[n:, 3:],)
 
 
 def _method(source: str, anchor: float) -> str:
@@ -171,7 +182,7 @@ def perturbation_rows(baseline: NVSResult, perturbed: NVSResult, layer: str) -> 
     """Change caused by perturbing ``layer``: metrics vs ground truth and PSNR between the two generations."""
     rows = []
     for setting, pairs in baseline.examples.items():
-        for (_, _, ref), (_, _, pert) in zip(pairs, perturbed.examples[setting]):
+        for (*_, ref), (*_, pert) in zip(pairs, perturbed.examples[setting]):
             rows.append({"layer": layer, "setting": setting, "psnr_to_unperturbed": float(psnr(pert, ref).mean())})
     per_view = {(r["scene"], r["setting"], r["view"]): r for r in baseline.rows}
     for row in perturbed.rows:

@@ -61,16 +61,16 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def picture_grid(examples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], scale: int | None = None) -> Image.Image:
-    """One row per scene: references | ground-truth targets | generated targets (grey gaps between groups).
+def picture_grid(examples: list[tuple[torch.Tensor, ...]], scale: int | None = None) -> Image.Image:
+    """One row per scene: its groups of views side by side, e.g. references | ground-truth targets | warped prior |
+    generated targets (grey gaps between groups).
 
     ``scale`` (default: so that a view is at least 128 px tall) enlarges small images with nearest-neighbour."""
     rows = []
-    for refs, gt, pred in examples:
-        h, w = refs.shape[-2:]
-        gap = np.full((h, 4, 3), 128, np.uint8)
-        parts = [np.concatenate([_to_uint8(x) for x in group], axis=1) for group in (refs, gt, pred)]
-        rows.append(np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=1))
+    for groups in examples:
+        gap = np.full((groups[0].shape[-2], 4, 3), 128, np.uint8)
+        parts = [np.concatenate([_to_uint8(x) for x in group], axis=1) for group in groups]
+        rows.append(np.concatenate([x for part in parts for x in (part, gap)][:-1], axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     grid = Image.fromarray(np.concatenate(rows, axis=0))
