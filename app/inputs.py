@@ -125,5 +125,6 @@ def _match_frames(frame_images: list[str], images: list[Path], camera_file: Path
 
 
 def _with_image(frame: Frame, image: Path) -> Frame:
-    """``frame`` pointing at the uploaded image (the camera file's own image paths do not exist here)."""
-    return Frame(image, frame.width, frame.height, frame.fx, frame.fy, frame.cx, frame.cy, frame.c2w)
+    """``frame`` pointing at the uploaded image (the camera file's own image paths do not exist here); its lens, if
+    any, goes with it (the upload is undistorted on load)."""
+    return Frame(image, frame.width, frame.height, frame.fx, frame.fy, frame.cx, frame.cy, frame.c2w, lens=frame.lens)

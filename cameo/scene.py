@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from cameo.atomic import write_json_atomic
+from cameo.undistort import Lens, undistort_image
 
 SCENE_VERSION = 1
 SCENE_CONVENTION = "opencv"
@@ -68,7 +69,11 @@ class SceneError(ValueError):
 
 @dataclass
 class Frame:
-    """One posed image: absolute ``image`` path, size, pinhole intrinsics and an OpenCV ``c2w`` [4, 4] (float64)."""
+    """One posed image: absolute ``image`` path, size, pinhole intrinsics and an OpenCV ``c2w`` [4, 4] (float64).
+
+    ``lens``: the photo's lens distortion (importers of COLMAP / nerfstudio captures); the image is undistorted on
+    load and ``fx, fy, cx, cy`` are the undistorted image's intrinsics.
+    """
 
     image: Path
     width: int
@@ -80,6 +85,7 @@ class Frame:
     c2w: np.ndarray = field(default_factory=lambda: np.eye(4))
     depth: Path | None = None
     depth_scale: float | None = None
+    lens: Lens | None = None
 
     @property
     def K(self) -> np.ndarray:
@@ -112,6 +118,7 @@ class Scene:
         arrays = [_read_rgb(f.image, self.source, f"frames[{i}].image") for i, f in enumerate(self.frames)]
         for i, (a, f) in enumerate(zip(arrays, self.frames)):
             _check_size(a.shape[1], a.shape[0], f, self.source, i)
+        arrays = [a if f.lens is None else undistort_image(a, f.lens) for a, f in zip(arrays, self.frames)]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
     def load_depths(self) -> list[torch.Tensor | None]:
@@ -375,6 +382,9 @@ def save_scene(scene: Scene, path: str | os.PathLike[str], check_images: bool = 
     """Validate ``scene`` and write it atomically to ``path`` (image paths relative to its folder)."""
     path = Path(path)
     validate_scene(Scene(scene.frames, source=path), check_images=check_images)
+    for i, f in enumerate(scene.frames):
+        if f.lens is not None:
+            raise SceneError(path, f"frames[{i}]", "scene.json has no lens distortion; save undistorted images")
     write_json_atomic(path, scene_to_dict(scene, path.parent))
     return path
 

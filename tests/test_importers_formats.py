@@ -130,8 +130,9 @@ def test_nerfstudio_global_intrinsics_and_blender_angle(tmp_path: Path) -> None:
          "frames[1].transform_matrix", "orthonormal"),
         (lambda m: m.pop("fl_x"), "frames[0].fl_x", "missing"),
         (lambda m: m.__setitem__("fl_y", -3.0), "frames[0].fy", "> 0"),
-        (lambda m: m.__setitem__("k1", 0.1), "frames[0].k1", "distortion"),
-        (lambda m: m.__setitem__("camera_model", "OPENCV_FISHEYE"), "camera_model", "pinhole"),
+        (lambda m: m.__setitem__("k4", 0.1), "frames[0].k4", "no OpenCV equivalent"),
+        (lambda m: m.update(camera_model="OPENCV_FISHEYE", p1=0.01), "frames[0].p1", "no tangential"),
+        (lambda m: m.__setitem__("camera_model", "EQUIRECTANGULAR"), "camera_model", "panorama"),
         (lambda m: m["frames"][0].__setitem__("cx", "middle"), "frames[0].cx", "number"),
     ],
 )

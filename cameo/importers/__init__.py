@@ -7,7 +7,7 @@ per format:
   optional ``scale_mat_i``), split by RQ decomposition into K (positive focal lengths) and a proper rotation, and
   composed back.
 * ``colmap``: COLMAP sparse models (``cameras``/``images`` as ``.txt`` or ``.bin``): world-to-camera quaternion +
-  translation, already in OpenCV camera axes; pinhole-type camera models only (distortion must be negligible).
+  translation, already in OpenCV camera axes; lens distortion (radial-tangential, fisheye) undistorted on load.
 * ``llff``: LLFF ``poses_bounds.npy``: 3x5 ``[R | t | hwf]`` camera-to-world in ``[down, right, back]`` camera axes.
 
 Conversions happen only here (see docs/CONTRACTS.md); everything returned is OpenCV. The public names of every
@@ -23,7 +23,6 @@ from cameo.importers.cameras_npz import (
 )
 from cameo.importers.colmap import (
     COLMAP_MODELS,
-    MAX_DISTORTION_PX,
     colmap_to_c2w,
     import_colmap,
     quaternion_to_rotation,
@@ -40,7 +39,6 @@ from cameo.importers.nerfstudio import (
 
 __all__ = [
     "COLMAP_MODELS",
-    "MAX_DISTORTION_PX",
     "MAX_SKEW",
     "colmap_to_c2w",
     "compose_projection",

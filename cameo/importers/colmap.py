@@ -1,5 +1,5 @@
 """COLMAP sparse models (``cameras``/``images`` as ``.txt`` or ``.bin``): world-to-camera quaternion + translation,
-already in OpenCV camera axes; pinhole-type camera models only (distortion must be negligible)."""
+already in OpenCV camera axes; lens distortion (radial-tangential, fisheye) is undistorted on load."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from cameo.importers.common import select_frames
 from cameo.scene import Frame, Scene, SceneError, validate_scene
+from cameo.undistort import Lens, make_lens, pinhole_intrinsics
 
 # Every COLMAP camera model: id (binary files) -> (name (text files), number of parameters).
 COLMAP_MODELS: dict[int, tuple[str, int]] = {
@@ -22,16 +23,25 @@ COLMAP_MODELS: dict[int, tuple[str, int]] = {
     9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12), 11: ("RAD_TAN_THIN_PRISM_FISHEYE", 16),
 }
 _NUM_PARAMS = dict(COLMAP_MODELS.values())
-# The pinhole-type models: positions in ``params + [0.0]`` of (fx, fy, cx, cy, k1, k2, p1, p2); -1 selects the
-# appended 0 for a term the model lacks. All of them are special cases of OpenCV's radial-tangential distortion.
-_PINHOLE_LAYOUT: dict[str, tuple[int, ...]] = {
-    "SIMPLE_PINHOLE": (0, 0, 1, 2, -1, -1, -1, -1),
-    "PINHOLE": (0, 1, 2, 3, -1, -1, -1, -1),
-    "SIMPLE_RADIAL": (0, 0, 1, 2, 3, -1, -1, -1),
-    "RADIAL": (0, 0, 1, 2, 3, 4, -1, -1),
-    "OPENCV": (0, 1, 2, 3, 4, 5, 6, 7),
+# The models OpenCV can undistort: positions in ``params`` of (fx, fy, cx, cy), the OpenCV lens model, and the
+# positions of its coefficients (OpenCV order; -1 selects a 0 for a term the model lacks).
+_LAYOUT: dict[str, tuple[tuple[int, int, int, int], str, tuple[int, ...]]] = {
+    "SIMPLE_PINHOLE": ((0, 0, 1, 2), "radtan", (-1, -1, -1, -1)),
+    "PINHOLE": ((0, 1, 2, 3), "radtan", (-1, -1, -1, -1)),
+    "SIMPLE_RADIAL": ((0, 0, 1, 2), "radtan", (3, -1, -1, -1)),
+    "RADIAL": ((0, 0, 1, 2), "radtan", (3, 4, -1, -1)),
+    "OPENCV": ((0, 1, 2, 3), "radtan", (4, 5, 6, 7)),
+    "FULL_OPENCV": ((0, 1, 2, 3), "radtan", (4, 5, 6, 7, 8, 9, 10, 11)),  # k1 k2 p1 p2 k3 k4 k5 k6: OpenCV order
+    "OPENCV_FISHEYE": ((0, 1, 2, 3), "fisheye", (4, 5, 6, 7)),
+    "SIMPLE_RADIAL_FISHEYE": ((0, 0, 1, 2), "fisheye", (3, -1, -1, -1)),
+    "RADIAL_FISHEYE": ((0, 0, 1, 2), "fisheye", (3, 4, -1, -1)),
 }
-MAX_DISTORTION_PX = 0.5  # Frame is an ideal pinhole: larger lens distortion must be removed from the images first
+# Models with no OpenCV counterpart, and why.
+_REFUSED = {
+    "FOV": "its arctan field-of-view distortion has no OpenCV counterpart",
+    "THIN_PRISM_FISHEYE": "OpenCV's fisheye model has no thin-prism terms",
+    "RAD_TAN_THIN_PRISM_FISHEYE": "OpenCV's fisheye model has no tangential or thin-prism terms",
+}
 _UNDISTORT_HINT = "undistort first (`colmap image_undistorter` writes PINHOLE cameras and undistorted images)"
 
 
@@ -74,36 +84,28 @@ def colmap_to_c2w(qvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def _distortion_px(fx: float, fy: float, cx: float, cy: float, dist: Sequence[float], width: int, height: int) -> float:
-    """Largest pixel shift of radial-tangential distortion (k1, k2, p1, p2) over the image border's corners and
-    edge midpoints (where it is largest), as COLMAP's OPENCV model applies it to normalised coordinates."""
-    k1, k2, p1, p2 = dist
-    u, v = np.meshgrid([0.0, width / 2, width], [0.0, height / 2, height])
-    x, y = (u - cx) / fx, (v - cy) / fy
-    r2 = x * x + y * y
-    radial = k1 * r2 + k2 * r2 * r2
-    dx = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-    dy = y * radial + 2 * p2 * x * y + p1 * (r2 + 2 * y * y)
-    return float(np.hypot(fx * dx, fy * dy).max())
-
-
-def _pinhole(camera: _ColmapCamera, camera_id: int, source: Path) -> tuple[float, float, float, float]:
-    """(fx, fy, cx, cy) of a COLMAP camera; other models, bad values and visible distortion raise SceneError."""
+def _camera(camera: _ColmapCamera, camera_id: int, source: Path) -> tuple[tuple[float, float, float, float],
+                                                                         Lens | None]:
+    """Pinhole intrinsics (of the undistorted image when the model has distortion) and the lens of a COLMAP camera;
+    models OpenCV cannot undistort and bad values raise SceneError."""
     where = f"camera {camera_id}"
-    layout = _PINHOLE_LAYOUT.get(camera.model)
-    if layout is None:
-        raise SceneError(source, where, f"model {camera.model} is not a pinhole-type model "
-                                        f"({', '.join(_PINHOLE_LAYOUT)}); {_UNDISTORT_HINT}")
+    if camera.model in _REFUSED:
+        raise SceneError(source, where, f"model {camera.model} cannot be undistorted here: "
+                                        f"{_REFUSED[camera.model]}; {_UNDISTORT_HINT}")
     if camera.width <= 0 or camera.height <= 0:
         raise SceneError(source, f"{where} WIDTH/HEIGHT", f"must be positive, got {camera.width}x{camera.height}")
-    fx, fy, cx, cy, *dist = (float(p) for p in np.append(camera.params, 0.0)[list(layout)])
+    pinhole, model, terms = _LAYOUT[camera.model]
+    params = np.append(camera.params, 0.0)
+    fx, fy, cx, cy = (float(params[i]) for i in pinhole)
     if fx <= 0 or fy <= 0:
         raise SceneError(source, f"{where} PARAMS", f"focal length must be > 0, got {fx:g}, {fy:g}")
-    shift = _distortion_px(fx, fy, cx, cy, dist, camera.width, camera.height)
-    if shift > MAX_DISTORTION_PX:
-        raise SceneError(source, where, f"model {camera.model} has lens distortion moving pixels by up to "
-                                        f"{shift:.3g} px (> {MAX_DISTORTION_PX}); {_UNDISTORT_HINT}")
-    return fx, fy, cx, cy
+    try:
+        lens = make_lens(fx, fy, cx, cy, model, tuple(float(params[i]) for i in terms))
+        if lens is not None:
+            return pinhole_intrinsics(lens, camera.width, camera.height), lens
+    except ValueError as err:
+        raise SceneError(source, f"{where} PARAMS", str(err)) from None
+    return (fx, fy, cx, cy), None
 
 
 def _parse(token: str, kind: type[int] | type[float], source: Path, field_name: str) -> Any:
@@ -285,9 +287,10 @@ def _colmap_image_folder(sparse_dir: Path, first_name: str, images_dir: str | os
 def read_colmap(sparse_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None = None) -> list[Frame]:
     """All registered images of a COLMAP sparse model as OpenCV frames, sorted by image name (files not opened).
 
-    Reads ``cameras``/``images`` ``.bin`` or ``.txt``. Pinhole-type camera models only (SIMPLE_PINHOLE, PINHOLE,
-    SIMPLE_RADIAL, RADIAL, OPENCV) whose distortion moves no pixel by more than ``MAX_DISTORTION_PX``. COLMAP's
-    pixel convention (pixel centres at +0.5) is ours, so K is used as stored.
+    Reads ``cameras``/``images`` ``.bin`` or ``.txt``. Every camera model OpenCV can undistort (the pinhole,
+    radial-tangential and fisheye ones): frames with distortion carry their ``lens`` and the intrinsics of the
+    undistorted image (``Scene.load_images`` undistorts). COLMAP's pixel convention (pixel centres at +0.5) is
+    ours, so K is used as stored.
     """
     sparse = Path(sparse_dir)
     cameras_path, images_path = _colmap_files(sparse)
@@ -299,11 +302,12 @@ def read_colmap(sparse_dir: str | os.PathLike[str], images_dir: str | os.PathLik
     for im in images:
         if im.camera_id not in cameras:
             raise SceneError(images_path, f"{im.where} CAMERA_ID", f"camera {im.camera_id} is not in {cameras_path.name}")
-    intrinsics = {cid: _pinhole(cameras[cid], cid, cameras_path) for cid in sorted({im.camera_id for im in images})}
+    intrinsics = {cid: _camera(cameras[cid], cid, cameras_path) for cid in sorted({im.camera_id for im in images})}
     folder = _colmap_image_folder(sparse, images[0].name, images_dir)
     c2w = colmap_to_c2w(np.stack([im.qvec for im in images]), np.stack([im.tvec for im in images]))
     return [
-        Frame(folder / im.name, cameras[im.camera_id].width, cameras[im.camera_id].height, *intrinsics[im.camera_id], m)
+        Frame(folder / im.name, cameras[im.camera_id].width, cameras[im.camera_id].height,
+              *intrinsics[im.camera_id][0], m, lens=intrinsics[im.camera_id][1])
         for im, m in zip(images, c2w)
     ]
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from cameo.atomic import write_json_atomic
 from cameo.importers.common import select_frames
+from cameo.undistort import Lens, make_lens, pinhole_intrinsics
 from cameo.scene import (
     Frame,
     Scene,
@@ -29,6 +30,15 @@ from cameo.scene import (
 # Flipping the camera's y and z axes maps OpenGL camera axes to OpenCV ones (and back: it is its own inverse).
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+_PERSPECTIVE = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")  # nerfstudio applies k1..k3, p1, p2 to all three
+_REFUSED = {  # camera models no single pinhole image (or no OpenCV lens model) can represent, and why
+    "EQUIRECTANGULAR": "a 360-degree panorama has no single pinhole image",
+    "OMNIDIRECTIONALSTEREO_L": "a 360-degree stereo panorama has no single pinhole image",
+    "OMNIDIRECTIONALSTEREO_R": "a 360-degree stereo panorama has no single pinhole image",
+    "VR180_L": "a 180-degree panorama has no single pinhole image",
+    "VR180_R": "a 180-degree panorama has no single pinhole image",
+    "FISHEYE624": "OpenCV has no model for its 6 radial, 2 tangential and 4 thin-prism terms",
+}
 
 
 def opengl_to_opencv(c2w: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -74,9 +84,6 @@ def _ns_frame(meta: dict[str, Any], frame: Any, index: int, source: Path) -> Fra
         local = _number(frame, key, source, where)
         return local if local is not None else _number(meta, key, source, "")
 
-    for key in _DISTORTION_KEYS:
-        if get(key):
-            raise SceneError(source, f"{where}{key}", "lens distortion is not supported; undistort the images first")
     w, h = get("w"), get("h")
     if w is None or h is None:
         try:
@@ -97,7 +104,27 @@ def _ns_frame(meta: dict[str, Any], frame: Any, index: int, source: Path) -> Fra
         raise SceneError(source, f"{where}w/h", f"must be integers, got {w}x{h}")
     out = Frame(image, int(w), int(h), fx, fy, w / 2 if cx is None else cx, h / 2 if cy is None else cy, c2w)
     check_intrinsics(out, source, index)
+    model = frame.get("camera_model", meta.get("camera_model", "OPENCV"))
+    out.lens = _ns_lens(model, {k: get(k) or 0.0 for k in _DISTORTION_KEYS}, out, source, where)
+    if out.lens is not None:
+        out.fx, out.fy, out.cx, out.cy = pinhole_intrinsics(out.lens, out.width, out.height)
     return out
+
+
+def _ns_lens(model: str, terms: dict[str, float], frame: Frame, source: Path, where: str) -> Lens | None:
+    """The lens of a nerfstudio frame (``k1..k4, p1, p2`` as nerfstudio's OPENCV / OPENCV_FISHEYE models use them);
+    terms OpenCV has no place for are refused, naming the field."""
+    if model == "OPENCV_FISHEYE":
+        for key in ("p1", "p2"):
+            if terms[key]:
+                raise SceneError(source, f"{where}{key}", "OPENCV_FISHEYE has no tangential terms")
+        coeffs = tuple(terms[k] for k in ("k1", "k2", "k3", "k4"))
+        return make_lens(frame.fx, frame.fy, frame.cx, frame.cy, "fisheye", coeffs)
+    if terms["k4"]:
+        raise SceneError(source, f"{where}k4", f"{model}: nerfstudio's radial r^8 term has no OpenCV equivalent; "
+                                               "undistort the images first")
+    coeffs = tuple(terms[k] for k in ("k1", "k2", "p1", "p2", "k3"))
+    return make_lens(frame.fx, frame.fy, frame.cx, frame.cy, "radtan", coeffs)
 
 
 def read_nerfstudio(path: str | os.PathLike[str]) -> list[Frame]:
@@ -106,11 +133,15 @@ def read_nerfstudio(path: str | os.PathLike[str]) -> list[Frame]:
     meta = read_json(source)
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
         raise SceneError(source, "frames", "missing field (expected a list of frames)")
-    model = meta.get("camera_model", "OPENCV")
-    if model not in ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE"):
-        raise SceneError(source, "camera_model", f"{model!r} is not a pinhole model; undistort the images first")
+    models = {str(meta.get("camera_model", "OPENCV"))} | {str(f["camera_model"]) for f in meta["frames"]
+                                                           if isinstance(f, dict) and f.get("camera_model")}
+    for model in sorted(models):
+        if model in _REFUSED:
+            raise SceneError(source, "camera_model", f"{model!r} cannot be undistorted: {_REFUSED[model]}")
+        if model not in _PERSPECTIVE + ("OPENCV_FISHEYE",):
+            raise SceneError(source, "camera_model", f"unknown camera model {model!r} (known: "
+                                                     f"{', '.join(_PERSPECTIVE + ('OPENCV_FISHEYE',))})")
     return [_ns_frame(meta, f, i, source) for i, f in enumerate(meta["frames"])]
-
 
 
 def import_nerfstudio(
