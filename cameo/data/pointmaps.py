@@ -1,18 +1,25 @@
 """Pluggable pointmap sources for correspondence supervision: ground-truth depth + cameras, or VGGT predictions.
 
-A source is called as ``source(images [F,3,H,W], K [F,3,3], c2w [F,4,4], depth [F,H,W] | None)`` and returns world
-pointmaps ``[F, 3, H, W]`` (NaN invalid) in the frame and units of ``c2w``.
+A per-sample source is called as ``source(images [F,3,H,W], K [F,3,3], c2w [F,4,4], depth [F,H,W] | None)`` and
+returns world pointmaps ``[F, 3, H, W]`` (NaN invalid) in the frame and units of ``c2w``. A per-frame source
+(:class:`SequenceDepth`, e.g. the cached stereo of ``cameo.data.stereo_pointmaps``) gives each frame of a sequence
+a z-depth map once; the dataset crops and resizes it with the image and unprojects it with the sample's cameras.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cameo.cameras import pixel_centers, unproject_depth
+
+if TYPE_CHECKING:
+    from .loaders.common import Sequence
 
 VGGT_INSTALL = "pip install git+https://github.com/facebookresearch/vggt (it is not on PyPI)"
 
@@ -21,6 +28,13 @@ class PointmapSource(Protocol):
     def __call__(
         self, images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor | None
     ) -> torch.Tensor: ...
+
+
+class SequenceDepth(ABC):
+    """A per-frame pointmap source: z-depth of frame ``index`` of a sequence (any size, NaN invalid)."""
+
+    @abstractmethod
+    def frame_depth(self, seq: "Sequence", index: int) -> np.ndarray: ...
 
 
 class DepthPointmaps:

@@ -22,7 +22,7 @@ def build_components(cfg: TrainConfig, accelerator: Accelerator) -> Components:
     if cfg.model.init_from:
         warm_start(model, Path(cfg.model.init_from))
     codec = load_frozen_codec(cfg, accelerator.device)
-    train_set, val_set = open_datasets(cfg.data, cfg.seed, accelerator)
+    train_set, val_set = open_datasets(cfg.data, cfg.seed, accelerator, cfg.cameo.enabled, Path(cfg.output_dir))
     return Components(
         unet=model,
         forward=multiview_forward(spec.cameo_layer),

@@ -1,11 +1,13 @@
 """Training data of a run: generate the procedural set if missing (``cameo.data.shards.generate_dataset``, the
-API behind ``cameo-data generate``), open it, hold out validation scenes, and index items by epoch so that every
-pass draws new view subsets while a resumed run draws exactly the same ones.
+API behind ``cameo-data generate``), open it with the pointmap source CAMEO needs (``data.pointmaps``; stereo
+pointmaps computed once before training), hold out validation scenes, and index items by epoch so that every pass
+draws new view subsets while a resumed run draws exactly the same ones.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +46,75 @@ def _complete(root: Path) -> bool:
     return manifest.is_file() and bool(json.loads(manifest.read_text()).get("complete"))
 
 
-def open_parts(cfg: DataConfig, seed: int) -> list[Dataset]:
-    """One dataset per procedural kind, or the real-dataset loader ``cameo.data.loaders.<source>``."""
+POINTMAP_OPTIONS = ("data.pointmaps stereo (the project's two-view stereo, cached; needs no weights), "
+                    "data.pointmaps vggt with data.vggt_checkpoint PATH (a local VGGT-1B model.pt), data.pointmaps "
+                    "dataset (datasets with depth: procedural, co3d), or CAMEO off (--cameo.no-enabled)")
+
+
+def open_parts(cfg: DataConfig, seed: int, cameo: bool = False, run_dir: Path | None = None,
+               state: Any = None) -> list[Dataset]:
+    """One dataset per procedural kind, or the real-dataset loader ``cameo.data.loaders.<source>`` with the pointmap
+    source of ``data.pointmaps`` when ``cameo`` needs one (stereo pointmaps are computed here, by the main process
+    of ``state``)."""
     ref_range = (cfg.min_refs, cfg.max_refs)
     if cfg.source == "procedural":
         from cameo.data.dataset import ProceduralDataset
 
+        if cameo and cfg.pointmaps not in ("auto", "dataset"):
+            raise ValueError(f"data.pointmaps {cfg.pointmaps!r}: procedural data has exact depth; use dataset (or "
+                             "auto) with data.source procedural")
         return [ProceduralDataset(procedural_root(cfg, kind), num_views=cfg.num_views, ref_range=ref_range,
                                   resolution=cfg.resolution, seed=seed) for kind in cfg.kinds]
     try:
         loader = importlib.import_module(f"cameo.data.loaders.{cfg.source}")
     except ModuleNotFoundError as error:
         raise ValueError(f"data.source {cfg.source!r}: no loader module cameo.data.loaders.{cfg.source}") from error
-    return [loader.open_dataset(Path(cfg.path), num_views=cfg.num_views, ref_range=ref_range,
-                                resolution=cfg.resolution, seed=seed)]
+    part = loader.open_dataset(Path(cfg.path), num_views=cfg.num_views, ref_range=ref_range,
+                               resolution=cfg.resolution, seed=seed)
+    if cameo:
+        part.pointmaps = pointmap_source(cfg, part.has_depth, run_dir or Path("."))
+        _prepare(part, state)
+    return [part]
+
+
+def pointmap_source(cfg: DataConfig, has_depth: bool, run_dir: Path) -> Any:
+    """The source ``data.pointmaps`` names for a real dataset (None: the dataset's own depth); a clear error, naming
+    the options, when it cannot give CAMEO pointmaps."""
+    choice = cfg.pointmaps if cfg.pointmaps != "auto" else ("dataset" if has_depth else "stereo")
+    where = f"data.source {cfg.source!r} at {cfg.path}"
+    if choice == "none" or (choice == "dataset" and not has_depth):
+        reason = "has no depth maps" if choice == "dataset" else "is given no pointmap source (data.pointmaps none)"
+        raise ValueError(f"CAMEO (cameo.enabled) needs pointmaps, but {where} {reason}; choose {POINTMAP_OPTIONS}")
+    if choice == "dataset":
+        return None
+    if choice == "vggt":
+        if not cfg.vggt_checkpoint:
+            raise ValueError(f"data.pointmaps vggt needs data.vggt_checkpoint (a local VGGT-1B model.pt); or choose "
+                             f"{POINTMAP_OPTIONS}")
+        from cameo.data.pointmaps import VGGTPointmaps
+
+        try:
+            return VGGTPointmaps.from_checkpoint(cfg.vggt_checkpoint)
+        except ImportError as error:  # the vggt package is not on PyPI: say how to get it, no traceback
+            raise ValueError(f"data.pointmaps vggt: {error}") from error
+    from cameo.data.stereo_pointmaps import StereoPointmaps
+
+    cache = Path(cfg.pointmap_cache) if cfg.pointmap_cache else run_dir / "pointmaps"
+    return StereoPointmaps(cache, cfg.stereo_max_side, cfg.stereo_neighbours)
+
+
+def _prepare(part: Any, state: Any) -> None:
+    """Compute the missing stereo pointmaps of every sequence once (main process; the others wait), before training."""
+    from cameo.data.stereo_pointmaps import StereoPointmaps
+
+    if not isinstance(part.pointmaps, StereoPointmaps):
+        return
+    if state is None or state.is_main_process:
+        for name, done in part.pointmaps.prepare(part.sequences).items():
+            print(f"stereo pointmaps of {name}: {done['frames']} frames in {done['seconds']:.1f} s, "
+                  f"{100 * done['valid_share']:.1f} % of pixels valid", file=sys.stderr)
+    if state is not None:
+        state.wait_for_everyone()
 
 
 class EpochIndexed(Dataset):
@@ -100,8 +157,10 @@ class HeldOut(Dataset):
         return self.owner.read(self.scenes, 0, index)
 
 
-def open_datasets(cfg: DataConfig, seed: int, state: Any) -> tuple[EpochIndexed, Dataset | None]:
-    """Training set (indexed by ``(epoch, index)``) and held-out validation set of a run."""
+def open_datasets(cfg: DataConfig, seed: int, state: Any, cameo: bool = False,
+                  run_dir: Path | None = None) -> tuple[EpochIndexed, Dataset | None]:
+    """Training set (indexed by ``(epoch, index)``) and held-out validation set of a run; ``cameo``: samples carry
+    pointmaps (``data.pointmaps``; cached stereo under ``run_dir/pointmaps`` unless ``data.pointmap_cache``)."""
     ensure_data(cfg, state)
-    data = EpochIndexed(open_parts(cfg, seed), cfg.val_scenes)
+    data = EpochIndexed(open_parts(cfg, seed, cameo, run_dir, state), cfg.val_scenes)
     return data, data.val

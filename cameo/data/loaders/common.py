@@ -12,14 +12,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cameo.cameras import unproject_depth
+
+from cameo.undistort import Lens, undistort_image
+
 from ..dataset import choose_views, make_sample, resize_sample
-from ..pointmaps import PointmapSource
+from ..pointmaps import PointmapSource, SequenceDepth
 
 
 @dataclass
 class Sequence:
     """Posed frames of one capture: image files, pixel intrinsics ``K [V,3,3]`` for each image's own size and OpenCV
-    ``c2w [V,4,4]``; optional depth files read by ``read_depth(path, index) -> z-depth [H, W]`` (NaN invalid)."""
+    ``c2w [V,4,4]``; optional depth files read by ``read_depth(path, index) -> z-depth [H, W]`` (NaN invalid);
+    optional per-frame ``lenses`` (the photos are undistorted on load and ``K`` is the undistorted images')."""
 
     name: str
     images: list[Path]
@@ -27,11 +32,22 @@ class Sequence:
     c2w: torch.Tensor
     depths: list[Path] | None = None
     read_depth: Callable[[Path, int], np.ndarray] | None = None
+    lenses: list[Lens | None] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
         if self.K.shape != (n, 3, 3) or self.c2w.shape != (n, 4, 4):
             raise ValueError(f"sequence {self.name}: {n} images but K {tuple(self.K.shape)}, c2w {tuple(self.c2w.shape)}")
+        if self.lenses is not None and len(self.lenses) != n:
+            raise ValueError(f"sequence {self.name}: {n} images but {len(self.lenses)} lenses")
+
+    def image(self, index: int) -> torch.Tensor:
+        """Frame ``index`` as RGB ``[3, H, W]`` in [0, 1], undistorted when it has a lens."""
+        lens = self.lenses[index] if self.lenses is not None else None
+        if lens is None:
+            return read_rgb(self.images[index])
+        rgb = undistort_image(np.ascontiguousarray(read_rgb(self.images[index]).permute(1, 2, 0).numpy()), lens)
+        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def read_rgb(path: Path) -> torch.Tensor:
@@ -53,11 +69,20 @@ def image_size(path: Path) -> tuple[int, int]:
         raise ValueError(f"cannot read image {path}: {err}") from None
 
 
+def _fit(depth: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """z-depth ``[H', W']`` as ``[1, H, W]`` at the image's size (nearest: no depths mixed across edges)."""
+    out = torch.from_numpy(depth).float()
+    if tuple(out.shape) != size:
+        out = F.interpolate(out[None, None], size=size, mode="nearest-exact")[0, 0]
+    return out[None]
+
+
 class SequenceDataset(Dataset):
     """Samples of ``num_views`` frames of one sequence per item (views drawn from ``(seed, epoch, index)``).
 
-    Images are centre-cropped to a square and resized to ``resolution``; pointmaps come from ``pointmaps`` (default:
-    from depth when the dataset has depth, else none).
+    Images are centre-cropped to a square and resized to ``resolution``; pointmaps come from ``pointmaps``: a
+    per-sample :class:`PointmapSource` (VGGT), a per-frame :class:`SequenceDepth` (cached stereo) whose depth is
+    cropped and resized with the image, or None (from depth when the dataset has depth, else none).
     """
 
     def __init__(
@@ -67,7 +92,7 @@ class SequenceDataset(Dataset):
         ref_range: tuple[int, int] = (1, 3),
         resolution: int = 64,
         seed: int = 0,
-        pointmaps: PointmapSource | None = None,
+        pointmaps: PointmapSource | SequenceDepth | None = None,
     ) -> None:
         self.sequences = [s for s in sequences if len(s.images) >= num_views]
         if not self.sequences:
@@ -78,19 +103,29 @@ class SequenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sequences)
 
+    @property
+    def has_depth(self) -> bool:
+        """Whether every sequence has depth maps of its own."""
+        return all(s.depths is not None and s.read_depth is not None for s in self.sequences)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _view(self, seq: Sequence, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        image = read_rgb(seq.images[i])
-        depth = None
+    def _view(self, seq: Sequence, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                     torch.Tensor | None]:
+        """Frame ``i`` cropped and resized: image, K, dataset depth and pointmap-source depth (each None if absent)."""
+        image = seq.image(i)
+        size = tuple(image.shape[-2:])
+        depth = source = None
         if seq.depths is not None and seq.read_depth is not None:
-            depth = torch.from_numpy(seq.read_depth(seq.depths[i], i)).float()
-            if depth.shape != image.shape[-2:]:  # depth stored at another size: nearest-resample onto the image
-                depth = F.interpolate(depth[None, None], size=image.shape[-2:], mode="nearest-exact")[0, 0]
-            depth = depth[None]
-        image, K, depth = resize_sample(image[None], seq.K[i : i + 1].float(), depth, self.resolution)
-        return image[0], K[0], None if depth is None else depth[0]
+            depth = _fit(seq.read_depth(seq.depths[i], i), size)
+        if isinstance(self.pointmaps, SequenceDepth):
+            source = _fit(self.pointmaps.frame_depth(seq, i), size)
+        K = seq.K[i : i + 1].float()
+        out_image, out_K, depth = resize_sample(image[None], K, depth, self.resolution)
+        if source is not None:
+            source = resize_sample(image[None], K, source, self.resolution)[2][0]
+        return out_image[0], out_K[0], None if depth is None else depth[0], source
 
     def __getitem__(self, index: int) -> dict:
         seq = self.sequences[index]
@@ -101,5 +136,8 @@ class SequenceDataset(Dataset):
         K = torch.stack([v[1] for v in loaded])
         c2w = seq.c2w[torch.as_tensor(views)].float()
         depth = torch.stack([v[2] for v in loaded]) if all(v[2] is not None for v in loaded) else None
-        pointmaps = self.pointmaps(images, K, c2w, depth) if self.pointmaps is not None else None
+        if isinstance(self.pointmaps, SequenceDepth):
+            pointmaps = unproject_depth(torch.stack([v[3] for v in loaded]), K, c2w).permute(0, 3, 1, 2)
+        else:
+            pointmaps = self.pointmaps(images, K, c2w, depth) if self.pointmaps is not None else None
         return make_sample(images, K, c2w, depth, pointmaps, num_refs, seq.name)

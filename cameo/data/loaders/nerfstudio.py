@@ -1,4 +1,5 @@
-"""Any folder with a nerfstudio ``transforms.json`` (cameras via ``cameo.importers.read_nerfstudio``)."""
+"""Any folder with a nerfstudio ``transforms.json`` (cameras via ``cameo.importers.read_nerfstudio``; photos with
+lens distortion are undistorted on load)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def read_sequence(path: Path | str) -> Sequence:
     return Sequence(
         file.parent.name, [f.image for f in frames],
         torch.tensor(np.stack([f.K for f in frames])), torch.tensor(np.stack([f.c2w for f in frames])),
+        lenses=[f.lens for f in frames],
     )
 
 

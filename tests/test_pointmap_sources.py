@@ -1,0 +1,125 @@
+"""Pointmap sources of ``cameo-train`` on a tiny real-format capture (a procedural scene written as a nerfstudio
+folder, so the exact depth is known): cached stereo, VGGT (a stub with its interface), the dataset's own depth, the
+clear error when CAMEO has none, and no pointmaps at all when CAMEO is off."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cameo.cameras import unproject_depth
+from cameo.data import stereo_pointmaps
+from cameo.data.loaders import nerfstudio
+from cameo.data.loaders.common import Sequence, SequenceDataset
+from cameo.data.pointmaps import VGGTPointmaps
+from cameo.data.procedural import generate_scene
+from cameo.data.stereo_pointmaps import StereoPointmaps, best_neighbours
+from cameo.importers.nerfstudio import opencv_to_opengl
+from cameo.train.config import DataConfig
+from cameo.train.data import open_parts
+
+RES = 64
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A 4-view object scene as ``transforms.json`` + PNGs; returns the folder and the exact depth ``[4, H, W]``."""
+    folder = tmp_path_factory.mktemp("capture")
+    scene = generate_scene("object", 0, 3, views=4, resolution=RES)
+    frames = []
+    for i in range(4):
+        Image.fromarray(scene.rgb[i]).save(folder / f"{i}.png")
+        K = scene.K[i]
+        frames.append({"file_path": f"{i}.png", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
+                       "cy": float(K[1, 2]), "w": RES, "h": RES,
+                       "transform_matrix": opencv_to_opengl(scene.c2w[i].astype(np.float64)).tolist()})
+    (folder / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV", "frames": frames}))
+    return folder, scene.depth
+
+
+def _config(folder: Path, **fields) -> DataConfig:
+    return DataConfig(source="nerfstudio", path=str(folder), num_views=3, resolution=32, val_scenes=0, **fields)
+
+
+def test_stereo_depth_is_cached_and_close_to_the_exact_depth(capture, tmp_path: Path, monkeypatch) -> None:
+    folder, exact = capture
+    (seq,) = nerfstudio.read_sequences(folder)
+    source = StereoPointmaps(tmp_path / "cache", max_side=RES)
+    done = source.prepare([seq], progress=False)
+    depth = np.stack([source.frame_depth(seq, i) for i in range(4)])
+    valid = np.isfinite(depth)
+    rel = np.abs(depth[valid] - exact[valid]) / exact[valid]
+    assert valid.mean() > 0.2 and np.median(rel) < 0.03, (valid.mean(), np.median(rel))
+    assert done[seq.name]["frames"] == 4 and (source.folder(seq) / "summary.json").is_file()
+    monkeypatch.setattr(stereo_pointmaps, "two_view_depth", None)  # a second source reads the cache, computes nothing
+    again = StereoPointmaps(tmp_path / "cache", max_side=RES)
+    assert again.prepare([seq], progress=False) == {}
+    np.testing.assert_array_equal(again.frame_depth(seq, 2), depth[2])
+
+
+def test_best_neighbours_prefer_the_typical_spacing_and_the_same_direction() -> None:
+    c2w = torch.eye(4).repeat(5, 1, 1)
+    c2w[:, 0, 3] = torch.tensor([0.0, 1.0, 2.0, 2.05, 6.0])  # frame 3 nearly duplicates frame 2
+    c2w[4, :3, :3] = torch.tensor([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]])  # frame 4 looks the other way
+    assert best_neighbours(c2w, 0, 3) == [1, 2, 3]
+    assert best_neighbours(c2w, 2, 1) == [1] and 4 not in best_neighbours(c2w, 3, 4)
+
+
+def test_training_data_takes_stereo_pointmaps_by_default(capture, tmp_path: Path) -> None:
+    folder, _ = capture
+    (part,) = open_parts(_config(folder, stereo_max_side=RES), seed=0, cameo=True, run_dir=tmp_path)
+    assert isinstance(part.pointmaps, StereoPointmaps) and (tmp_path / "pointmaps").is_dir()
+    sample = part[0]
+    pts = sample["pointmaps"]
+    assert pts.shape == (3, 3, 32, 32) and torch.isnan(pts).any() and torch.isfinite(pts).any()
+    assert "depth" not in sample  # stereo depth is a pointmap source, not the dataset's depth
+
+
+def test_vggt_source_through_the_config(capture, tmp_path: Path, monkeypatch) -> None:
+    folder, exact = capture
+
+    def vggt_stub(x: torch.Tensor) -> dict:
+        """VGGT's interface: images [F, 3, h, 518] -> world_points [1, F, h, 518, 3] in camera 0's frame, any scale."""
+        f, _, h, w = x.shape
+        return {"world_points": torch.full((1, f, h, w, 3), 0.5)}
+
+    loaded = []
+    monkeypatch.setattr(VGGTPointmaps, "from_checkpoint",
+                        classmethod(lambda cls, path, device="cpu": loaded.append(path) or cls(vggt_stub)))
+    (part,) = open_parts(_config(folder, pointmaps="vggt", vggt_checkpoint="vggt.pt"), 0, cameo=True,
+                         run_dir=tmp_path)
+    assert loaded == ["vggt.pt"] and isinstance(part.pointmaps, VGGTPointmaps)
+    assert part[0]["pointmaps"].shape == (3, 3, 32, 32) and torch.isfinite(part[0]["pointmaps"]).all()
+
+
+def test_dataset_depth_source(capture) -> None:
+    folder, exact = capture
+    (seq,) = nerfstudio.read_sequences(folder)
+    seq = Sequence(seq.name, seq.images, seq.K, seq.c2w, seq.images, lambda path, i: exact[i])
+    sample = SequenceDataset([seq], num_views=2, resolution=RES)[0]
+    want = unproject_depth(sample["depth"], sample["K"], sample["c2w"]).permute(0, 3, 1, 2)
+    torch.testing.assert_close(sample["pointmaps"], want)
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"pointmaps": "dataset"}, "has no depth maps"),
+    ({"pointmaps": "none"}, "no pointmap source"),
+    ({"pointmaps": "vggt"}, "needs data.vggt_checkpoint"),
+])
+def test_cameo_without_a_pointmap_source_names_the_options(capture, tmp_path: Path, fields: dict, words: str) -> None:
+    folder, _ = capture
+    with pytest.raises(ValueError) as info:
+        open_parts(_config(folder, **fields), 0, cameo=True, run_dir=tmp_path)
+    message = str(info.value)
+    assert words in message and "data.pointmaps stereo" in message and "--cameo.no-enabled" in message, message
+
+
+def test_cameo_off_needs_no_pointmaps(capture, tmp_path: Path) -> None:
+    folder, _ = capture
+    (part,) = open_parts(_config(folder, pointmaps="none"), 0, cameo=False, run_dir=tmp_path)
+    assert "pointmaps" not in part[0] and not (tmp_path / "pointmaps").exists()
