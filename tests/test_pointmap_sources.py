@@ -123,3 +123,14 @@ def test_cameo_off_needs_no_pointmaps(capture, tmp_path: Path) -> None:
     folder, _ = capture
     (part,) = open_parts(_config(folder, pointmaps="none"), 0, cameo=False, run_dir=tmp_path)
     assert "pointmaps" not in part[0] and not (tmp_path / "pointmaps").exists()
+
+
+def test_correspondence_picture_of_a_real_capture(capture, tmp_path: Path, capsys) -> None:
+    from cameo.data.cli import main
+
+    folder, _ = capture
+    out = tmp_path / "corr.png"
+    code = main(["show", str(out), "--source", "nerfstudio", "--path", str(folder), "--frames", "0", "1", "--resolution",
+                 "32", "--tokens", "8", "--pointmap-cache", str(tmp_path / "cache"), "--stereo-max-side", str(RES)])
+    assert code == 0 and "pass the cycle check" in capsys.readouterr().err
+    assert Image.open(out).size == (2 * 32 * 4, 3 * 32 * 4)

@@ -44,15 +44,27 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--resolution", type=int, default=128)
     d.add_argument("--seed", type=int, default=0)
 
-    s = sub.add_parser("show", help="PNG grid: views, depth, colour-coded token correspondences of view 0 in view 1")
+    s = sub.add_parser("show", help="PNG grid: views, depth, colour-coded token correspondences of view 0 in view 1 "
+                                    "(a procedural scene, or a real capture with its pointmap source)")
     s.add_argument("out", type=Path, help="PNG to write")
     s.add_argument("--dataset", type=Path, help="dataset folder from `generate` (default: render a scene now)")
-    s.add_argument("--index", type=int, default=0, help="scene index")
+    s.add_argument("--index", type=int, default=0, help="scene index (sequence index with --source)")
     s.add_argument("--kind", choices=KINDS, default="object", help="scene kind when rendering now")
     s.add_argument("--resolution", type=int, default=64)
     s.add_argument("--num-views", type=int, default=4)
     s.add_argument("--tokens", type=int, default=16, help="token grid side for the correspondences")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--source", choices=REAL_SOURCES,
+                   help="a real capture read by cameo.data.loaders.<source> at --path instead of procedural data")
+    s.add_argument("--path", type=Path, help="the real capture (as data.path of cameo-train)")
+    s.add_argument("--frames", type=int, nargs="+", help="frames of the sequence to show (default: drawn by --seed); "
+                                                         "correspondences go from the first to the second")
+    s.add_argument("--pointmaps", choices=("stereo", "vggt", "dataset"), default="stereo",
+                   help="pointmap source of a real capture, as data.pointmaps of cameo-train (default: stereo)")
+    s.add_argument("--vggt-checkpoint", type=Path, help="local VGGT-1B model.pt for --pointmaps vggt")
+    s.add_argument("--pointmap-cache", type=Path, default=Path("runs/pointmaps"),
+                   help="stereo pointmap cache (share it with cameo-train's data.pointmap_cache)")
+    s.add_argument("--stereo-max-side", type=int, default=256, help="stereo working resolution (longer side)")
 
     q = sub.add_parser("geometry", help="PNG of a scene's inputs, their depth (stereo or given maps) and confidence, "
                                         "and the fused point cloud seen from cameras along the path")
@@ -63,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+REAL_SOURCES = ("dtu", "nerfstudio", "colmap", "realestate10k", "co3d")
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".glb", ".gltf", ".off")
 
 
@@ -85,7 +98,9 @@ def _show(args: argparse.Namespace) -> Path:
     from .procedural import generate_scene
     from .visualize import sample_grid, write_png_atomic
 
-    if args.dataset is not None:
+    if args.source is not None:
+        sample = _real_sample(args)
+    elif args.dataset is not None:
         sample = ProceduralDataset(args.dataset, num_views=args.num_views, seed=args.seed)[args.index]
     else:
         s = generate_scene(args.kind, args.seed, args.index, args.num_views, args.resolution)
@@ -93,6 +108,34 @@ def _show(args: argparse.Namespace) -> Path:
         sample = make_sample(images, torch.from_numpy(s.K), torch.from_numpy(s.c2w), torch.from_numpy(s.depth),
                              None, 1, s.scene_id)
     return write_png_atomic(args.out, sample_grid(sample, (args.tokens, args.tokens)))
+
+
+def _real_sample(args: argparse.Namespace) -> dict:
+    """A sample of a real capture with pointmaps from ``--pointmaps``; prints the share of view 0's tokens that
+    pass the cycle check in view 1."""
+    import importlib
+
+    from cameo.correspondence import token_correspondences
+
+    from .pointmaps import VGGTPointmaps
+    from .stereo_pointmaps import StereoPointmaps
+
+    if args.path is None:
+        raise ValueError("--source needs --path (the capture)")
+    if args.pointmaps == "vggt" and args.vggt_checkpoint is None:
+        raise ValueError("--pointmaps vggt needs --vggt-checkpoint (a local VGGT-1B model.pt)")
+    source = {"stereo": lambda: StereoPointmaps(args.pointmap_cache, args.stereo_max_side),
+              "vggt": lambda: VGGTPointmaps.from_checkpoint(args.vggt_checkpoint), "dataset": lambda: None}
+    loader = importlib.import_module(f"cameo.data.loaders.{args.source}")
+    data = loader.open_dataset(args.path, num_views=len(args.frames or []) or args.num_views,
+                               resolution=args.resolution, seed=args.seed, pointmaps=source[args.pointmaps]())
+    if args.pointmaps == "dataset" and not data.has_depth:
+        raise ValueError(f"{args.path}: this capture has no depth maps; use --pointmaps stereo or vggt")
+    sample = data.sample(args.index, args.frames, 1) if args.frames else data[args.index]
+    valid = token_correspondences(sample["pointmaps"][None], (args.tokens, args.tokens)).valid[0, 0, 1]
+    print(f"{100 * float(valid.float().mean()):.1f} % of view 0's {args.tokens}x{args.tokens} tokens pass the cycle "
+          "check in view 1", file=sys.stderr)
+    return sample
 
 
 def _geometry(args: argparse.Namespace) -> Path:

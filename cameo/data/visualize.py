@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cameo.atomic import atomic_path
+from cameo.cameras import invert_pose
 from cameo.correspondence import token_correspondences
 
 
@@ -45,14 +46,24 @@ def correspondence_overlay(sample: dict, token_hw: tuple[int, int], i: int = 0, 
     return torch.cat(out, -1)
 
 
+def pointmap_depth(sample: dict) -> torch.Tensor:
+    """z-depth ``[F, H, W]`` of each view's pointmap in its own camera (NaN where the pointmap is invalid)."""
+    w2c = invert_pose(sample["c2w"].float())
+    pts = sample["pointmaps"].float().flatten(2)  # [F, 3, HW]
+    z = (w2c[:, 2:3, :3] @ pts)[:, 0] + w2c[:, 2:3, 3]
+    return z.view(sample["pointmaps"].shape[0], *sample["pointmaps"].shape[-2:])
+
+
 def sample_grid(sample: dict, token_hw: tuple[int, int] = (16, 16), scale: int = 4) -> np.ndarray:
-    """uint8 grid: row 1 views (references outlined in red), row 2 depth, row 3 correspondences view 0 -> 1."""
+    """uint8 grid: row 1 views (references outlined in red), row 2 depth (the dataset's, else the pointmaps'), row 3
+    correspondences view 0 -> 1."""
     images = sample["images"].clone()
     for v in torch.nonzero(sample["ref_mask"]).flatten():
         images[v, :, :1], images[v, :, -1:], images[v, :, :, :1], images[v, :, :, -1:] = (
             torch.tensor([1.0, 0, 0])[:, None, None],) * 4
     row1 = torch.cat(list(images), -1)
-    row2 = torch.cat([depth_to_rgb(d) for d in sample["depth"]], -1) if "depth" in sample else torch.zeros_like(row1)
+    depth = sample["depth"] if "depth" in sample else pointmap_depth(sample)
+    row2 = torch.cat([depth_to_rgb(d) for d in depth], -1)
     corr = correspondence_overlay(sample, token_hw)
     row3 = torch.cat([corr, torch.zeros(3, corr.shape[1], row1.shape[-1] - corr.shape[-1])], -1)
     grid = torch.cat([row1, row2, row3], 1)

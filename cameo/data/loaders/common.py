@@ -128,10 +128,14 @@ class SequenceDataset(Dataset):
         return out_image[0], out_K[0], None if depth is None else depth[0], source
 
     def __getitem__(self, index: int) -> dict:
-        seq = self.sequences[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        views, num_refs = choose_views(rng, len(seq.images), self.num_views, self.ref_range)
-        loaded = [self._view(seq, int(i)) for i in views]
+        views, num_refs = choose_views(rng, len(self.sequences[index].images), self.num_views, self.ref_range)
+        return self.sample(index, [int(v) for v in views], num_refs)
+
+    def sample(self, index: int, views: list[int], num_refs: int) -> dict:
+        """The sample of frames ``views`` of sequence ``index`` (the first ``num_refs`` are references)."""
+        seq = self.sequences[index]
+        loaded = [self._view(seq, i) for i in views]
         images = torch.stack([v[0] for v in loaded])
         K = torch.stack([v[1] for v in loaded])
         c2w = seq.c2w[torch.as_tensor(views)].float()

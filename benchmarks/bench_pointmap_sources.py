@@ -1,0 +1,137 @@
+"""Stereo pointmaps of a real capture for CAMEO training: time per sequence, valid pixels, and the share of tokens
+that pass the cycle check per view pair, on DTU scan24 and on a nerfstudio-format copy of it made with a made-up
+lens distortion (declared in k1/k2, so the loader undistorts it on load).
+
+    python benchmarks/bench_pointmap_sources.py [--dtu /work/shared/data/dtu_scan24] [--work /tmp/bench_pointmaps]
+        [--max-side 256] [--resolution 64] [--tokens 16] [--samples 12]
+
+Prints markdown tables. The stereo cache lives under --work (a second run reads it: the time column is then the
+first run's, from the cache's summary.json). The distorted copy is written under --work (never committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from cameo.correspondence import token_correspondences
+from cameo.data.loaders import dtu, nerfstudio
+from cameo.data.loaders.common import SequenceDataset
+from cameo.data.stereo_pointmaps import StereoPointmaps
+from cameo.importers.nerfstudio import opencv_to_opengl
+from cameo.undistort import pinhole_intrinsics
+
+K1, K2 = -0.12, 0.02  # the made-up lens: barrel distortion like a phone's main camera
+ZOOM = 1.15  # the distorted photos see a little less than the DTU images, so every pixel of them is known
+ANGLE_BINS = (0.0, 10.0, 20.0, 40.0, 180.0)
+
+
+def distorted_copy(scan: Path, out: Path) -> Path:
+    """``out/transforms.json`` + PNGs: every DTU image as seen through the lens (fl = ZOOM x DTU's, k1, k2)."""
+    (seq,) = dtu.read_sequences(scan)
+    if (out / "transforms.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, path in enumerate(seq.images):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        h, w = image.shape[:2]
+        K = seq.K[i].numpy()
+        raw = np.array([[K[0, 0] * ZOOM, 0, K[0, 2]], [0, K[1, 1] * ZOOM, K[1, 2]], [0, 0, 1.0]])
+        u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))  # OpenCV convention
+        cv_raw, cv_K = raw - np.diag([0, 0, 0]), K.copy()
+        cv_raw[:2, 2] -= 0.5
+        cv_K[:2, 2] -= 0.5
+        ideal = cv2.undistortPoints(np.stack([u, v], -1).reshape(-1, 1, 2), cv_raw, np.array([K1, K2, 0, 0]),
+                                    P=cv_K).reshape(h, w, 2).astype(np.float32)
+        photo = cv2.remap(image, ideal[..., 0], ideal[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        Image.fromarray(photo).save(out / f"{i:06d}.png")
+        frames.append({"file_path": f"{i:06d}.png", "fl_x": raw[0, 0], "fl_y": raw[1, 1], "cx": raw[0, 2],
+                       "cy": raw[1, 2], "w": w, "h": h, "k1": K1, "k2": K2, "p1": 0.0, "p2": 0.0,
+                       "transform_matrix": opencv_to_opengl(seq.c2w[i].numpy()).tolist()})
+    (out / "transforms.json").write_text(json.dumps({"camera_model": "OPENCV", "frames": frames}))
+    return out
+
+
+def undistortion_error(scan: Path, copy: Path, index: int = 0) -> float:
+    """Mean absolute grey-level difference (0-255) between the undistorted copy of image ``index`` and the DTU image
+    mapped into the undistorted image's intrinsics (a pure intrinsics change: a homography), 8 px border left out."""
+    (seq,) = dtu.read_sequences(scan)
+    (ns,) = nerfstudio.read_sequences(copy)
+    ours = (ns.image(index).permute(1, 2, 0).numpy() * 255).astype(np.float32)
+    K, new = seq.K[index].numpy().copy(), ns.K[index].numpy().copy()
+    K[:2, 2] -= 0.5
+    new[:2, 2] -= 0.5
+    image = np.asarray(Image.open(seq.images[index]).convert("RGB")).astype(np.float32)
+    want = cv2.warpPerspective(image, K @ np.linalg.inv(new), image.shape[1::-1],
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    return float(np.abs(ours - want)[8:-8, 8:-8].mean())
+
+
+def _angle(c2w: torch.Tensor, i: int, j: int) -> float:
+    cos = float(c2w[i, :3, 2] @ c2w[j, :3, 2])
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+
+
+def pass_shares(data: SequenceDataset, tokens: int, samples: int) -> dict[int, list[float]]:
+    """Cycle-check pass share of every ordered view pair of ``samples`` training samples, by angle bin."""
+    seq = data.sequences[0]
+    by_bin: dict[int, list[float]] = {b: [] for b in range(len(ANGLE_BINS) - 1)}
+    for epoch in range(samples):
+        data.set_epoch(epoch)
+        rng = np.random.default_rng([0, epoch, 0])
+        views = [int(v) for v in rng.choice(len(seq.images), size=data.num_views, replace=False)]
+        valid = token_correspondences(data.sample(0, views, 1)["pointmaps"][None], (tokens, tokens)).valid[0]
+        for a in range(len(views)):
+            for b in range(len(views)):
+                if a != b:
+                    angle = _angle(seq.c2w, views[a], views[b])
+                    bin_ = int(np.searchsorted(ANGLE_BINS, angle, side="right") - 1)
+                    by_bin[min(bin_, len(ANGLE_BINS) - 2)].append(float(valid[a, b].float().mean()))
+    return by_bin
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dtu", type=Path, default=Path("/work/shared/data/dtu_scan24"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_pointmaps"))
+    parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=12)
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    copy = distorted_copy(args.dtu, args.work / "dtu_scan24_distorted")
+    print(f"made-up lens k1 {K1}, k2 {K2}: undistorted copy vs DTU image in the same intrinsics, mean |difference| "
+          f"{undistortion_error(args.dtu, copy):.2f} grey levels (0-255); pinhole K of the copy "
+          f"{[round(x, 1) for x in pinhole_intrinsics(nerfstudio.read_sequences(copy)[0].lenses[0], 384, 384)]}")
+    print("\n| capture | frames | stereo time (s) | s / frame | valid pixels | "
+          + " | ".join(f"pass share {lo:g}-{hi:g} deg" for lo, hi in zip(ANGLE_BINS, ANGLE_BINS[1:])) + " |")
+    print("|---|---|---|---|---|" + "---|" * (len(ANGLE_BINS) - 1))
+    for name, loader, path in (("DTU scan24", dtu, args.dtu), ("nerfstudio copy, k1/k2", nerfstudio, copy)):
+        source = StereoPointmaps(args.work / "cache", args.max_side)
+        data = loader.open_dataset(path, num_views=4, resolution=args.resolution, pointmaps=source)
+        start = time.perf_counter()
+        source.prepare(data.sequences, progress=False)
+        summary = json.loads((source.folder(data.sequences[0]) / "summary.json").read_text())
+        seconds = summary["seconds"] if time.perf_counter() - start < 1 else time.perf_counter() - start
+        shares = pass_shares(data, args.tokens, args.samples)
+        cells = " | ".join(f"{100 * np.mean(v):.1f} % (n={len(v)})" if v else "-" for v in shares.values())
+        frames = len(data.sequences[0].images)
+        print(f"| {name} | {frames} | {seconds:.0f} | {seconds / frames:.2f} | {100 * summary['valid_share']:.1f} % "
+              f"| {cells} |", flush=True)
+    print(f"\nStereo at {args.max_side} px (longer side), 1 neighbour; pass share: tokens of view i ({args.tokens}x"
+          f"{args.tokens} at {args.resolution} px) whose nearest 3D neighbour in view j maps back within 1.5 tokens, "
+          f"over ordered pairs of {args.samples} 4-view samples, binned by the angle between the optical axes.")
+
+
+if __name__ == "__main__":
+    main()
