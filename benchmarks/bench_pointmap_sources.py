@@ -5,7 +5,8 @@ lens distortion (declared in k1/k2, so the loader undistorts it on load).
     python benchmarks/bench_pointmap_sources.py [--dtu /work/shared/data/dtu_scan24] [--work /tmp/bench_pointmaps]
         [--max-side 256] [--resolution 64] [--tokens 16] [--samples 12]
 
-Prints markdown tables. The stereo cache lives under --work (a second run reads it: the time column is then the
+Prints markdown tables; procedural scenes (exact depth known) give the pass share of exact-depth pointmaps beside
+the stereo ones. The stereo cache lives under --work (a second run reads it: the time column is then the
 first run's, from the cache's summary.json). The distorted copy is written under --work (never committed).
 """
 
@@ -24,7 +25,8 @@ from PIL import Image
 
 from cameo.correspondence import token_correspondences
 from cameo.data.loaders import dtu, nerfstudio
-from cameo.data.loaders.common import SequenceDataset
+from cameo.data.loaders.common import Sequence, SequenceDataset
+from cameo.data.procedural import generate_scene
 from cameo.data.stereo_pointmaps import StereoPointmaps
 from cameo.importers.nerfstudio import opencv_to_opengl
 from cameo.undistort import pinhole_intrinsics
@@ -76,6 +78,18 @@ def undistortion_error(scan: Path, copy: Path, index: int = 0) -> float:
     return float(np.abs(ours - want)[8:-8, 8:-8].mean())
 
 
+def procedural_capture(work: Path, kind: str, index: int, size: int = 128) -> Sequence:
+    """An 8-view procedural scene written as PNGs, with its exact depth (``read_depth``), as a real sequence."""
+    scene = generate_scene(kind, 0, index, views=8, resolution=size, split="demo")
+    folder = work / f"procedural-{kind}-{index}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, rgb in enumerate(scene.rgb):
+        Image.fromarray(rgb).save(folder / f"{i}.png")
+    images = [folder / f"{i}.png" for i in range(len(scene.rgb))]
+    return Sequence(f"{kind}-{index}", images, torch.from_numpy(scene.K).double(),
+                    torch.from_numpy(scene.c2w).double(), images, lambda path, i: scene.depth[i])
+
+
 def _angle(c2w: torch.Tensor, i: int, j: int) -> float:
     cos = float(c2w[i, :3, 2] @ c2w[j, :3, 2])
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
@@ -99,6 +113,14 @@ def pass_shares(data: SequenceDataset, tokens: int, samples: int) -> dict[int, l
     return by_bin
 
 
+def _row(name: str, kind: str, data: SequenceDataset, stereo: tuple[float, float] | None,
+         shares: dict[int, list[float]]) -> None:
+    frames = len(data.sequences[0].images)
+    cells = " | ".join(f"{100 * np.mean(v):.1f} % (n={len(v)})" if v else "-" for v in shares.values())
+    timing = f"{stereo[0]:.0f} | {stereo[0] / frames:.2f} | {100 * stereo[1]:.1f} %" if stereo else "- | - | -"
+    print(f"| {name} | {kind} | {frames} | {timing} | {cells} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtu", type=Path, default=Path("/work/shared/data/dtu_scan24"))
@@ -113,21 +135,24 @@ def main() -> None:
     print(f"made-up lens k1 {K1}, k2 {K2}: undistorted copy vs DTU image in the same intrinsics, mean |difference| "
           f"{undistortion_error(args.dtu, copy):.2f} grey levels (0-255); pinhole K of the copy "
           f"{[round(x, 1) for x in pinhole_intrinsics(nerfstudio.read_sequences(copy)[0].lenses[0], 384, 384)]}")
-    print("\n| capture | frames | stereo time (s) | s / frame | valid pixels | "
+    print("\n| capture | pointmaps | frames | stereo time (s) | s / frame | valid pixels | "
           + " | ".join(f"pass share {lo:g}-{hi:g} deg" for lo, hi in zip(ANGLE_BINS, ANGLE_BINS[1:])) + " |")
-    print("|---|---|---|---|---|" + "---|" * (len(ANGLE_BINS) - 1))
-    for name, loader, path in (("DTU scan24", dtu, args.dtu), ("nerfstudio copy, k1/k2", nerfstudio, copy)):
+    print("|---|---|---|---|---|---|" + "---|" * (len(ANGLE_BINS) - 1))
+    rows = [("DTU scan24", dtu.read_sequences(args.dtu)[0]), ("nerfstudio copy, k1/k2", nerfstudio.read_sequences(copy)[0])]
+    rows += [(f"procedural {kind} {i} (128 px)", procedural_capture(args.work, kind, i)) for kind in ("object", "room")
+             for i in range(2)]
+    for name, seq in rows:
+        if seq.depths is not None:
+            exact = SequenceDataset([seq], num_views=4, resolution=args.resolution)
+            _row(name, "exact depth", exact, None, pass_shares(exact, args.tokens, args.samples))
+            seq = Sequence(seq.name, seq.images, seq.K, seq.c2w)
         source = StereoPointmaps(args.work / "cache", args.max_side)
-        data = loader.open_dataset(path, num_views=4, resolution=args.resolution, pointmaps=source)
+        data = SequenceDataset([seq], num_views=4, resolution=args.resolution, pointmaps=source)
         start = time.perf_counter()
         source.prepare(data.sequences, progress=False)
-        summary = json.loads((source.folder(data.sequences[0]) / "summary.json").read_text())
+        summary = json.loads((source.folder(seq) / "summary.json").read_text())
         seconds = summary["seconds"] if time.perf_counter() - start < 1 else time.perf_counter() - start
-        shares = pass_shares(data, args.tokens, args.samples)
-        cells = " | ".join(f"{100 * np.mean(v):.1f} % (n={len(v)})" if v else "-" for v in shares.values())
-        frames = len(data.sequences[0].images)
-        print(f"| {name} | {frames} | {seconds:.0f} | {seconds / frames:.2f} | {100 * summary['valid_share']:.1f} % "
-              f"| {cells} |", flush=True)
+        _row(name, "stereo", data, (seconds, summary["valid_share"]), pass_shares(data, args.tokens, args.samples))
     print(f"\nStereo at {args.max_side} px (longer side), 1 neighbour; pass share: tokens of view i ({args.tokens}x"
           f"{args.tokens} at {args.resolution} px) whose nearest 3D neighbour in view j maps back within 1.5 tokens, "
           f"over ordered pairs of {args.samples} 4-view samples, binned by the angle between the optical axes.")

@@ -6,6 +6,8 @@ Examples:
   cameo-train autoencoder --config bench-cameo          # only the codec stage
   cameo-train --config bench-baseline --optim.max-steps 200 --output-dir runs/try
   cameo-train --config demo-cpu --resume                # continue from the newest complete checkpoint
+  cameo-train --config demo-cpu --model.preset tiny --model.init-from None --data.resolution 16 \
+      --data.source dtu --data.path DTU_SCAN --data.val-scenes 0 --data.pointmaps stereo   # a real capture, CAMEO on
   cameo-train export --config demo-cpu --out assets/model --half   # export the newest checkpoint (fp16 weights)
   accelerate launch --num_processes 2 -m cameo.train.cli --config sd21-re10k --model.pretrained /models/sd21
 """
@@ -31,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         "export copies the newest complete checkpoint of the run into a standalone model folder.",
         epilog="Every other option overrides a config field, e.g. --optim.lr 1e-4 --cameo.no-enabled "
         "--data.path DIR. `cameo-train --config NAME --help` lists them all with the config's values. "
+        "Real captures (--data.source dtu|nerfstudio|colmap|realestate10k|co3d; lens distortion is undistorted on "
+        "load): --data.pointmaps names where CAMEO's correspondences come from: dataset (its own depth), stereo (the "
+        "project's two-view stereo with each frame's best posed neighbour, cached in --data.pointmap-cache, default "
+        "<output_dir>/pointmaps), vggt (--data.vggt-checkpoint, a local VGGT-1B model.pt) or auto (depth if the "
+        "dataset has it, else stereo). "
         f"Shipped configs: {', '.join(shipped_configs())} (or a YAML path).",
         usage="cameo-train [train|autoencoder|export] --config CONFIG [--resume] [--out DIR] [--half] "
         "[--section.field VALUE ...]",
