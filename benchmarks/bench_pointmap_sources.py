@@ -114,11 +114,30 @@ def pass_shares(data: SequenceDataset, tokens: int, samples: int) -> dict[int, l
 
 
 def _row(name: str, kind: str, data: SequenceDataset, stereo: tuple[float, float] | None,
-         shares: dict[int, list[float]]) -> None:
+         shares: dict[int, list[float]], agree: float | None = None) -> None:
     frames = len(data.sequences[0].images)
     cells = " | ".join(f"{100 * np.mean(v):.1f} % (n={len(v)})" if v else "-" for v in shares.values())
     timing = f"{stereo[0]:.0f} | {stereo[0] / frames:.2f} | {100 * stereo[1]:.1f} %" if stereo else "- | - | -"
-    print(f"| {name} | {kind} | {frames} | {timing} | {cells} |", flush=True)
+    right = "-" if agree is None else f"{100 * agree:.1f} %"
+    print(f"| {name} | {kind} | {frames} | {timing} | {cells} | {right} |", flush=True)
+
+
+def agreement(exact: SequenceDataset, stereo: SequenceDataset, tokens: int, samples: int) -> float:
+    """Share of the stereo matches that pass the cycle check and land within 1.5 tokens of the exact-depth match
+    (which must pass too), over the ordered pairs of the same samples as :func:`pass_shares`."""
+    seq = exact.sequences[0]
+    rows, cols = torch.meshgrid(torch.arange(tokens), torch.arange(tokens), indexing="ij")
+    coords = torch.stack([rows, cols], -1).reshape(-1, 2).float()
+    good = total = 0
+    for epoch in range(samples):
+        rng = np.random.default_rng([0, epoch, 0])
+        views = [int(v) for v in rng.choice(len(seq.images), size=exact.num_views, replace=False)]
+        a, b = (token_correspondences(d.sample(0, views, 1)["pointmaps"][None], (tokens, tokens))
+                for d in (exact, stereo))
+        close = (coords[a.index[0]] - coords[b.index[0]]).norm(dim=-1) <= 1.5
+        good += int((b.valid[0] & a.valid[0] & close).sum())
+        total += int(b.valid[0].sum())
+    return good / max(total, 1)
 
 
 def main() -> None:
@@ -136,12 +155,14 @@ def main() -> None:
           f"{undistortion_error(args.dtu, copy):.2f} grey levels (0-255); pinhole K of the copy "
           f"{[round(x, 1) for x in pinhole_intrinsics(nerfstudio.read_sequences(copy)[0].lenses[0], 384, 384)]}")
     print("\n| capture | pointmaps | frames | stereo time (s) | s / frame | valid pixels | "
-          + " | ".join(f"pass share {lo:g}-{hi:g} deg" for lo, hi in zip(ANGLE_BINS, ANGLE_BINS[1:])) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * (len(ANGLE_BINS) - 1))
+          + " | ".join(f"pass share {lo:g}-{hi:g} deg" for lo, hi in zip(ANGLE_BINS, ANGLE_BINS[1:]))
+          + " | stereo matches agreeing with exact depth |")
+    print("|---|---|---|---|---|---|" + "---|" * len(ANGLE_BINS))
     rows = [("DTU scan24", dtu.read_sequences(args.dtu)[0]), ("nerfstudio copy, k1/k2", nerfstudio.read_sequences(copy)[0])]
     rows += [(f"procedural {kind} {i} (128 px)", procedural_capture(args.work, kind, i)) for kind in ("object", "room")
              for i in range(2)]
     for name, seq in rows:
+        exact = None
         if seq.depths is not None:
             exact = SequenceDataset([seq], num_views=4, resolution=args.resolution)
             _row(name, "exact depth", exact, None, pass_shares(exact, args.tokens, args.samples))
@@ -152,7 +173,8 @@ def main() -> None:
         source.prepare(data.sequences, progress=False)
         summary = json.loads((source.folder(seq) / "summary.json").read_text())
         seconds = summary["seconds"] if time.perf_counter() - start < 1 else time.perf_counter() - start
-        _row(name, "stereo", data, (seconds, summary["valid_share"]), pass_shares(data, args.tokens, args.samples))
+        _row(name, "stereo", data, (seconds, summary["valid_share"]), pass_shares(data, args.tokens, args.samples),
+             None if exact is None else agreement(exact, data, args.tokens, args.samples))
     print(f"\nStereo at {args.max_side} px (longer side), 1 neighbour; pass share: tokens of view i ({args.tokens}x"
           f"{args.tokens} at {args.resolution} px) whose nearest 3D neighbour in view j maps back within 1.5 tokens, "
           f"over ordered pairs of {args.samples} 4-view samples, binned by the angle between the optical axes.")

@@ -134,3 +134,25 @@ def test_correspondence_picture_of_a_real_capture(capture, tmp_path: Path, capsy
                  "32", "--tokens", "8", "--pointmap-cache", str(tmp_path / "cache"), "--stereo-max-side", str(RES)])
     assert code == 0 and "pass the cycle check" in capsys.readouterr().err
     assert Image.open(out).size == (2 * 32 * 4, 3 * 32 * 4)
+
+
+def test_source_depth_keeps_pixels_with_enough_valid_footprint(capture) -> None:
+    from cameo.data.pointmaps import SequenceDepth
+    from cameo.data.visualize import pointmap_depth
+
+    folder, _ = capture
+    (seq,) = nerfstudio.read_sequences(folder)
+
+    class Holes(SequenceDepth):
+        """Depth 2 at the working size 128 (twice the image), every other pixel a hole, the left half all holes."""
+
+        def frame_depth(self, seq, index):
+            depth = np.full((128, 128), 2.0, dtype=np.float32)
+            depth[::2, ::2] = np.nan
+            depth[:, :64] = np.nan
+            return depth
+
+    sample = SequenceDataset([seq], num_views=2, resolution=16, pointmaps=Holes()).sample(0, [0, 1], 1)
+    valid = torch.isfinite(sample["pointmaps"][0]).all(0)
+    assert valid[:, 8:].all() and not valid[:, :8].any()  # 3 of 4 footprint pixels valid: kept; none: NaN
+    torch.testing.assert_close(pointmap_depth(sample)[0, :, 8:], torch.full((16, 8), 2.0))

@@ -69,6 +69,9 @@ def image_size(path: Path) -> tuple[int, int]:
         raise ValueError(f"cannot read image {path}: {err}") from None
 
 
+MIN_VALID_SHARE = 0.25  # of a pixel's footprint in a pointmap source's depth, for the pixel to get a depth
+
+
 def _fit(depth: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """z-depth ``[H', W']`` as ``[1, H, W]`` at the image's size (nearest: no depths mixed across edges)."""
     out = torch.from_numpy(depth).float()
@@ -119,13 +122,22 @@ class SequenceDataset(Dataset):
         depth = source = None
         if seq.depths is not None and seq.read_depth is not None:
             depth = _fit(seq.read_depth(seq.depths[i], i), size)
-        if isinstance(self.pointmaps, SequenceDepth):
-            source = _fit(self.pointmaps.frame_depth(seq, i), size)
         K = seq.K[i : i + 1].float()
+        if isinstance(self.pointmaps, SequenceDepth):
+            source = self._source_depth(self.pointmaps.frame_depth(seq, i), image, K)
         out_image, out_K, depth = resize_sample(image[None], K, depth, self.resolution)
-        if source is not None:
-            source = resize_sample(image[None], K, source, self.resolution)[2][0]
         return out_image[0], out_K[0], None if depth is None else depth[0], source
+
+    def _source_depth(self, depth: np.ndarray, image: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        """A pointmap source's depth ``[h, w]`` cropped and resized like ``image`` to ``[R, R]``: each output pixel the
+        median of the valid depths in its footprint when at least ``MIN_VALID_SHARE`` of it is valid, else NaN (a
+        nearest pick would lose every pixel that lands on one of stereo's fine holes)."""
+        k = max(1, round(min(depth.shape) / self.resolution))
+        fine = resize_sample(image[None], K, _fit(depth, tuple(image.shape[-2:])), self.resolution * k)[2]
+        blocks = F.unfold(fine[:, None], k, stride=k)[0]  # [k*k, R*R]
+        enough = torch.isfinite(blocks).float().mean(0) >= MIN_VALID_SHARE
+        median = torch.where(enough, blocks.nanmedian(0).values, torch.full_like(blocks[0], float("nan")))
+        return median.view(self.resolution, self.resolution)
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
