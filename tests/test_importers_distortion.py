@@ -93,3 +93,12 @@ def test_cameo_recon_runs_on_a_distorted_two_view_capture(tmp_path: Path, capsys
     code = cli.main([str(a) for a in args])
     assert code == 0, capsys.readouterr().err
     assert out.is_file()
+
+
+def test_cameo_app_upload_with_a_distorted_camera_file_is_undistorted(tmp_path: Path) -> None:
+    from app.inputs import build_scene
+
+    transforms = write_capture(tmp_path / "capture")
+    uploads = [transforms.parent / "view_0.png", transforms.parent / "view_1.png"]
+    scene = build_scene(uploads, camera_source="file", camera_file=transforms)
+    assert all(f.lens is not None for f in scene.frames) and _ramp_error(scene) < 0.3
