@@ -156,3 +156,31 @@ def test_source_depth_keeps_pixels_with_enough_valid_footprint(capture) -> None:
     valid = torch.isfinite(sample["pointmaps"][0]).all(0)
     assert valid[:, 8:].all() and not valid[:, :8].any()  # 3 of 4 footprint pixels valid: kept; none: NaN
     torch.testing.assert_close(pointmap_depth(sample)[0, :, 8:], torch.full((16, 8), 2.0))
+
+
+def test_more_stereo_neighbours_fill_holes(capture, tmp_path: Path) -> None:
+    folder, exact = capture
+    (seq,) = nerfstudio.read_sequences(folder)
+    one, two = (StereoPointmaps(tmp_path / str(n), max_side=RES, neighbours=n) for n in (1, 2))
+    for i in range(4):
+        first, both = one.frame_depth(seq, i), two.frame_depth(seq, i)
+        kept = np.isfinite(first)
+        np.testing.assert_array_equal(both[kept], first[kept])  # the best neighbour's depth wins where it has one
+        assert np.isfinite(both).sum() >= kept.sum()
+    assert one.folder(seq) != two.folder(seq)  # settings are part of the cache key
+
+
+DTU = Path("/work/shared/data/dtu_scan24")
+
+
+@pytest.mark.skipif(not DTU.is_dir(), reason="needs the DTU scan24 capture of SOURCE.md")
+def test_dtu_loader_reads_the_monosdf_layout_with_its_crop() -> None:
+    from cameo.data.loaders import dtu
+    from cameo.importers import read_cameras_npz
+
+    (seq,) = dtu.read_sequences(DTU)
+    crop = np.array([[0.32, 0.0, -64.0], [0.0, 0.32, 0.0], [0.0, 0.0, 1.0]])  # SOURCE.md: 1600x1200 -> 1200 -> 384
+    K, c2w = read_cameras_npz(DTU / "cameras.npz", list(range(49)), crop)
+    assert len(seq.images) == 49 and seq.images[0].name == "000000_rgb.png"
+    torch.testing.assert_close(seq.K, K)
+    torch.testing.assert_close(seq.c2w, c2w)
