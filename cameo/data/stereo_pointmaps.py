@@ -39,11 +39,11 @@ def best_neighbours(c2w: torch.Tensor, index: int, count: int) -> list[int]:
     """Up to ``count`` frames to match frame ``index`` against, best first (see the module docstring)."""
     centres, axes = c2w[:, :3, 3].double(), c2w[:, :3, 2].double()
     dist = torch.cdist(centres, centres)
-    others = dist + torch.diag(torch.full((len(c2w),), math.inf, dtype=dist.dtype))
-    nearest = others.min(1).values
-    typical = float(nearest[torch.isfinite(nearest) & (nearest > 0)].median()) if (nearest > 0).any() else 0.0
-    if typical <= 0:
+    nearest = (dist + torch.diag(torch.full((len(c2w),), math.inf, dtype=dist.dtype))).min(1).values
+    spaced = nearest[torch.isfinite(nearest) & (nearest > 0)]
+    if len(spaced) == 0:  # one frame, or every camera at one place: no baseline to triangulate with
         return []
+    typical = float(spaced.median())
     angle = torch.rad2deg(torch.arccos((axes @ axes[index]).clamp(-1, 1)))
     score = (dist[index] / typical).clamp_min(1e-9).log().abs() + angle / ANGLE_WEIGHT_DEG
     usable = (dist[index] > 1e-3 * typical) & (angle <= MAX_ANGLE_DEG)
