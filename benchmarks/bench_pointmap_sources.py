@@ -3,7 +3,7 @@ that pass the cycle check per view pair, on DTU scan24 and on a nerfstudio-forma
 lens distortion (declared in k1/k2, so the loader undistorts it on load).
 
     python benchmarks/bench_pointmap_sources.py [--dtu /work/shared/data/dtu_scan24] [--work /tmp/bench_pointmaps]
-        [--max-side 256] [--resolution 64] [--tokens 16] [--samples 12]
+        [--max-side 256] [--resolution 64] [--tokens 16] [--samples 12] [--neighbours 1]
 
 Prints markdown tables; procedural scenes (exact depth known) give the pass share of exact-depth pointmaps beside
 the stereo ones. The stereo cache lives under --work (a second run reads it: the time column is then the
@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--neighbours", type=int, default=1,
+                        help="stereo neighbours per frame (data.stereo_neighbours)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     copy = distorted_copy(args.dtu, args.work / "dtu_scan24_distorted")
@@ -158,7 +160,8 @@ def main() -> None:
           + " | ".join(f"pass share {lo:g}-{hi:g} deg" for lo, hi in zip(ANGLE_BINS, ANGLE_BINS[1:]))
           + " | stereo matches agreeing with exact depth |")
     print("|---|---|---|---|---|---|" + "---|" * len(ANGLE_BINS))
-    rows = [("DTU scan24", dtu.read_sequences(args.dtu)[0]), ("nerfstudio copy, k1/k2", nerfstudio.read_sequences(copy)[0])]
+    rows = [("DTU scan24", dtu.read_sequences(args.dtu)[0]),
+            ("nerfstudio copy, k1/k2", nerfstudio.read_sequences(copy)[0])]
     rows += [(f"procedural {kind} {i} (128 px)", procedural_capture(args.work, kind, i)) for kind in ("object", "room")
              for i in range(2)]
     for name, seq in rows:
@@ -167,7 +170,7 @@ def main() -> None:
             exact = SequenceDataset([seq], num_views=4, resolution=args.resolution)
             _row(name, "exact depth", exact, None, pass_shares(exact, args.tokens, args.samples))
             seq = Sequence(seq.name, seq.images, seq.K, seq.c2w)
-        source = StereoPointmaps(args.work / "cache", args.max_side)
+        source = StereoPointmaps(args.work / "cache", args.max_side, args.neighbours)
         data = SequenceDataset([seq], num_views=4, resolution=args.resolution, pointmaps=source)
         start = time.perf_counter()
         source.prepare(data.sequences, progress=False)
@@ -175,9 +178,9 @@ def main() -> None:
         seconds = summary["seconds"] if time.perf_counter() - start < 1 else time.perf_counter() - start
         _row(name, "stereo", data, (seconds, summary["valid_share"]), pass_shares(data, args.tokens, args.samples),
              None if exact is None else agreement(exact, data, args.tokens, args.samples))
-    print(f"\nStereo at {args.max_side} px (longer side), 1 neighbour; pass share: tokens of view i ({args.tokens}x"
-          f"{args.tokens} at {args.resolution} px) whose nearest 3D neighbour in view j maps back within 1.5 tokens, "
-          f"over ordered pairs of {args.samples} 4-view samples, binned by the angle between the optical axes.")
+    print(f"\nStereo at {args.max_side} px (longer side), {args.neighbours} neighbour(s); pass share: tokens of view "
+          f"i ({args.tokens}x{args.tokens} at {args.resolution} px) whose nearest 3D neighbour in view j maps back "
+          f"within 1.5 tokens, over ordered pairs of {args.samples} 4-view samples, binned by the angle between the optical axes.")
 
 
 if __name__ == "__main__":

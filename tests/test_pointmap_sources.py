@@ -130,8 +130,9 @@ def test_correspondence_picture_of_a_real_capture(capture, tmp_path: Path, capsy
 
     folder, _ = capture
     out = tmp_path / "corr.png"
-    code = main(["show", str(out), "--source", "nerfstudio", "--path", str(folder), "--frames", "0", "1", "--resolution",
-                 "32", "--tokens", "8", "--pointmap-cache", str(tmp_path / "cache"), "--stereo-max-side", str(RES)])
+    code = main(["show", str(out), "--source", "nerfstudio", "--path", str(folder), "--frames", "0", "1",
+                 "--resolution", "32", "--tokens", "8", "--pointmap-cache", str(tmp_path / "cache"),
+                 "--stereo-max-side", str(RES)])
     assert code == 0 and "pass the cycle check" in capsys.readouterr().err
     assert Image.open(out).size == (2 * 32 * 4, 3 * 32 * 4)
 

@@ -18,8 +18,8 @@ SPARSE_DIRS = ("sparse/0", "sparse", ".")
 def read_sequences(path: Path | str) -> list[Sequence]:
     """The capture ``path`` (its folder, or the sparse model folder itself)."""
     path = Path(path)
-    sparse = next((path / d for d in SPARSE_DIRS if any((path / d / f"cameras{e}").is_file() for e in (".bin", ".txt"))),
-                  None)
+    found = [path / d for d in SPARSE_DIRS if any((path / d / f"cameras{e}").is_file() for e in (".bin", ".txt"))]
+    sparse = found[0] if found else None
     if sparse is None:
         raise FileNotFoundError(f"{path}: no COLMAP model (cameras.bin/.txt in sparse/0, sparse or the folder)")
     frames = read_colmap(sparse)
