@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cameo.data.loaders import colmap
 from cameo.importers import import_colmap, import_nerfstudio
 from cameo.importers.nerfstudio import opencv_to_opengl
 from cameo.scene import Scene, SceneError, save_scene
@@ -83,7 +84,11 @@ def test_colmap_opencv_camera_is_undistorted(tmp_path: Path) -> None:
     (sparse / "cameras.txt").write_text(f"1 OPENCV {W} {H} {FX} {FY} {CX} {CY} {K1} {K2} 0 0\n")
     lines = [f"{i + 1} 1 0 0 0 {-0.3 * i} 0 0 1 view_{i}.png\n" for i in range(2)]
     (sparse / "images.txt").write_text("".join(f"{line}\n" for line in lines))
-    assert _ramp_error(import_colmap(sparse)) < 0.3
+    scene = import_colmap(sparse)
+    assert _ramp_error(scene) < 0.3
+    (seq,) = colmap.read_sequences(capture)  # the training loader: same intrinsics, same undistorted photos
+    np.testing.assert_allclose(seq.K.numpy(), np.stack([f.K for f in scene.frames]))
+    np.testing.assert_array_equal(seq.image(1).numpy(), scene.load_images()[1].numpy())
 
 
 def test_cameo_recon_runs_on_a_distorted_two_view_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,19 +44,18 @@ class Sequence:
     def image(self, index: int) -> torch.Tensor:
         """Frame ``index`` as RGB ``[3, H, W]`` in [0, 1], undistorted when it has a lens."""
         lens = self.lenses[index] if self.lenses is not None else None
-        if lens is None:
-            return read_rgb(self.images[index])
-        rgb = undistort_image(np.ascontiguousarray(read_rgb(self.images[index]).permute(1, 2, 0).numpy()), lens)
-        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        return read_rgb(self.images[index], lens)
 
 
-def read_rgb(path: Path) -> torch.Tensor:
-    """RGB image ``[3, H, W]`` in [0, 1]."""
+def read_rgb(path: Path, lens: Lens | None = None) -> torch.Tensor:
+    """RGB image ``[3, H, W]`` in [0, 1], undistorted (on its 8-bit pixels, as ``Scene.load_images``) for a lens."""
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"))
     except OSError as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
+    if lens is not None:
+        arr = undistort_image(arr, lens)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
 
 
