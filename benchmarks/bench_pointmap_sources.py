@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--samples", type=int, default=12)
     parser.add_argument("--neighbours", type=int, default=1,
-                        help="stereo neighbours per frame (data.stereo_neighbours)")
+                        help="stereo neighbours per frame (data.pointmap_neighbours)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     copy = distorted_copy(args.dtu, args.work / "dtu_scan24_distorted")

@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cameo.cameras import unproject_depth
 from cameo.data import stereo_pointmaps
+from cameo.data.frame_depth import VGGTDepth, best_neighbours
 from cameo.data.loaders import nerfstudio
 from cameo.data.loaders.common import Sequence, SequenceDataset
 from cameo.data.pointmaps import VGGTPointmaps
 from cameo.data.procedural import generate_scene
-from cameo.data.stereo_pointmaps import StereoPointmaps, best_neighbours
+from cameo.data.stereo_pointmaps import StereoPointmaps
 from cameo.importers.nerfstudio import opencv_to_opengl
 from cameo.train.config import DataConfig
 from cameo.train.data import open_parts
@@ -72,7 +74,7 @@ def test_best_neighbours_prefer_the_typical_spacing_and_the_same_direction() -> 
 
 def test_training_data_takes_stereo_pointmaps_by_default(capture, tmp_path: Path) -> None:
     folder, _ = capture
-    (part,) = open_parts(_config(folder, stereo_max_side=RES), seed=0, cameo=True, run_dir=tmp_path)
+    (part,) = open_parts(_config(folder, pointmap_max_side=RES), seed=0, cameo=True, run_dir=tmp_path)
     assert isinstance(part.pointmaps, StereoPointmaps) and (tmp_path / "pointmaps").is_dir()
     sample = part[0]
     pts = sample["pointmaps"]
@@ -81,7 +83,7 @@ def test_training_data_takes_stereo_pointmaps_by_default(capture, tmp_path: Path
 
 
 def test_vggt_source_through_the_config(capture, tmp_path: Path, monkeypatch) -> None:
-    folder, exact = capture
+    folder, _ = capture
 
     def vggt_stub(x: torch.Tensor) -> dict:
         """VGGT's interface: images [F, 3, h, 518] -> world_points [1, F, h, 518, 3] in camera 0's frame, any scale."""
@@ -91,10 +93,38 @@ def test_vggt_source_through_the_config(capture, tmp_path: Path, monkeypatch) ->
     loaded = []
     monkeypatch.setattr(VGGTPointmaps, "from_checkpoint",
                         classmethod(lambda cls, path, device="cpu": loaded.append(path) or cls(vggt_stub)))
-    (part,) = open_parts(_config(folder, pointmaps="vggt", vggt_checkpoint="vggt.pt"), 0, cameo=True,
-                         run_dir=tmp_path)
-    assert loaded == ["vggt.pt"] and isinstance(part.pointmaps, VGGTPointmaps)
-    assert part[0]["pointmaps"].shape == (3, 3, 32, 32) and torch.isfinite(part[0]["pointmaps"]).all()
+    cfg = _config(folder, pointmaps="vggt", vggt_checkpoint="vggt.pt", pointmap_max_side=RES)
+    (part,) = open_parts(cfg, 0, cameo=True, run_dir=tmp_path)
+    assert loaded == ["vggt.pt"] and isinstance(part.pointmaps, VGGTDepth)
+    assert len(list(part.pointmaps.folder(part.sequences[0]).glob("frame_*.npy"))) == 4  # computed before training
+    assert part[0]["pointmaps"].shape == (3, 3, 32, 32)
+
+
+def test_vggt_depth_puts_vggt_points_into_the_frame_and_scale_of_the_cameras(capture, tmp_path: Path) -> None:
+    folder, exact = capture
+    (seq,) = nerfstudio.read_sequences(folder)
+
+    def vggt_stub(x: torch.Tensor) -> dict:
+        """The exact points of the views VGGT is given (found by their images), in camera 0's frame, at 1/3 scale."""
+        f, _, h, w = x.shape
+        frames = [int(np.argmin([float((x[v] - F.interpolate(seq.image(i)[None], size=(h, w), mode="bilinear",
+                                                               align_corners=False, antialias=True)[0]).abs().mean())
+                                 for i in range(4)])) for v in range(f)]
+        depth = torch.from_numpy(exact[frames])
+        K = seq.K[frames].float().clone()
+        K[:, 0] *= w / RES
+        K[:, 1] *= h / RES
+        depth = F.interpolate(depth[:, None], size=(h, w), mode="nearest")[:, 0]
+        world = unproject_depth(depth, K, seq.c2w[frames].float())  # [F, h, w, 3]
+        w2c0 = torch.linalg.inv(seq.c2w[frames[0]].float())
+        cam0 = world @ w2c0[:3, :3].T + w2c0[:3, 3]
+        return {"world_points": cam0[None] / 3}
+
+    source = VGGTDepth(VGGTPointmaps(vggt_stub), tmp_path / "cache", max_side=RES, neighbours=2)
+    depth = source.frame_depth(seq, 1)
+    valid = np.isfinite(depth) & np.isfinite(exact[1])
+    assert valid.mean() > 0.5, valid.mean()
+    assert np.median(np.abs(depth[valid] - exact[1][valid]) / exact[1][valid]) < 0.02
 
 
 def test_dataset_depth_source(capture) -> None:
@@ -132,7 +162,7 @@ def test_correspondence_picture_of_a_real_capture(capture, tmp_path: Path, capsy
     out = tmp_path / "corr.png"
     code = main(["show", str(out), "--source", "nerfstudio", "--path", str(folder), "--frames", "0", "1",
                  "--resolution", "32", "--tokens", "8", "--pointmap-cache", str(tmp_path / "cache"),
-                 "--stereo-max-side", str(RES)])
+                 "--pointmap-max-side", str(RES)])
     assert code == 0 and "pass the cycle check" in capsys.readouterr().err
     assert Image.open(out).size == (2 * 32 * 4, 3 * 32 * 4)
 

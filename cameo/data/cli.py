@@ -63,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="pointmap source of a real capture, as data.pointmaps of cameo-train (default: stereo)")
     s.add_argument("--vggt-checkpoint", type=Path, help="local VGGT-1B model.pt for --pointmaps vggt")
     s.add_argument("--pointmap-cache", type=Path, default=Path("runs/pointmaps"),
-                   help="stereo pointmap cache (share it with cameo-train's data.pointmap_cache)")
-    s.add_argument("--stereo-max-side", type=int, default=256, help="stereo working resolution (longer side)")
+                   help="stereo / VGGT pointmap cache (share it with cameo-train's data.pointmap_cache)")
+    s.add_argument("--pointmap-max-side", type=int, default=256,
+                   help="working resolution of stereo / VGGT pointmaps (longer side)")
 
     q = sub.add_parser("geometry", help="PNG of a scene's inputs, their depth (stereo or given maps) and confidence, "
                                         "and the fused point cloud seen from cameras along the path")
@@ -117,6 +118,7 @@ def _real_sample(args: argparse.Namespace) -> dict:
 
     from cameo.correspondence import token_correspondences
 
+    from .frame_depth import VGGTDepth
     from .pointmaps import VGGTPointmaps
     from .stereo_pointmaps import StereoPointmaps
 
@@ -124,8 +126,11 @@ def _real_sample(args: argparse.Namespace) -> dict:
         raise ValueError("--source needs --path (the capture)")
     if args.pointmaps == "vggt" and args.vggt_checkpoint is None:
         raise ValueError("--pointmaps vggt needs --vggt-checkpoint (a local VGGT-1B model.pt)")
-    source = {"stereo": lambda: StereoPointmaps(args.pointmap_cache, args.stereo_max_side),
-              "vggt": lambda: VGGTPointmaps.from_checkpoint(args.vggt_checkpoint), "dataset": lambda: None}
+    side = args.pointmap_max_side
+    source = {"stereo": lambda: StereoPointmaps(args.pointmap_cache, side),
+              "vggt": lambda: VGGTDepth(VGGTPointmaps.from_checkpoint(args.vggt_checkpoint), args.pointmap_cache,
+                                        side, checkpoint=str(args.vggt_checkpoint)),
+              "dataset": lambda: None}
     loader = importlib.import_module(f"cameo.data.loaders.{args.source}")
     data = loader.open_dataset(args.path, num_views=len(args.frames or []) or args.num_views,
                                resolution=args.resolution, seed=args.seed, pointmaps=source[args.pointmaps]())

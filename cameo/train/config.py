@@ -56,16 +56,18 @@ class DataConfig:
     CO3D); ``stereo``: the project's two-view stereo between each frame and its best posed neighbours in the same
     sequence, computed once and cached on disk (no weights needed: DTU, RealEstate10K, nerfstudio and COLMAP
     captures); ``vggt``: a local VGGT-1B checkpoint (``vggt_checkpoint``; the paper's choice); ``none``; ``auto``:
-    the dataset's depth when it has depth, else stereo. Unused (nothing computed) when CAMEO is off."""
+    the dataset's depth when it has depth, else stereo. Stereo and VGGT depth are computed once per frame before
+    training and cached (``pointmap_cache``). Unused (nothing computed) when CAMEO is off."""
     vggt_checkpoint: str | None = None
     """Local VGGT-1B ``model.pt`` for ``pointmaps: vggt`` (needs the vggt package; never downloaded)."""
     pointmap_cache: str | None = None
-    """Folder of cached stereo pointmaps (default ``<output_dir>/pointmaps``; share it between runs on the same
-    data). Resumable: an interrupted computation continues where it stopped."""
-    stereo_max_side: int = 256
-    """Longer image side (pixels) at which stereo pointmaps are computed."""
-    stereo_neighbours: int = 1
-    """Posed neighbours each frame is matched against (holes of the best one are filled from the next ones)."""
+    """Folder of cached stereo / VGGT pointmaps (default ``<output_dir>/pointmaps``; share it between runs on the
+    same data). Resumable: an interrupted computation continues where it stopped."""
+    pointmap_max_side: int = 256
+    """Longer image side (pixels) at which stereo / VGGT pointmaps are computed."""
+    pointmap_neighbours: int = 1
+    """Posed neighbours each frame is computed with (stereo: holes of the best one filled from the next ones; VGGT:
+    run on the frame and all of them)."""
 
 
 @dataclass

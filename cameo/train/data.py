@@ -87,31 +87,34 @@ def pointmap_source(cfg: DataConfig, has_depth: bool, run_dir: Path) -> Any:
         raise ValueError(f"CAMEO (cameo.enabled) needs pointmaps, but {where} {reason}; choose {POINTMAP_OPTIONS}")
     if choice == "dataset":
         return None
+    cache = Path(cfg.pointmap_cache) if cfg.pointmap_cache else run_dir / "pointmaps"
     if choice == "vggt":
         if not cfg.vggt_checkpoint:
             raise ValueError(f"data.pointmaps vggt needs data.vggt_checkpoint (a local VGGT-1B model.pt); or choose "
                              f"{POINTMAP_OPTIONS}")
+        from cameo.data.frame_depth import VGGTDepth
         from cameo.data.pointmaps import VGGTPointmaps
 
         try:
-            return VGGTPointmaps.from_checkpoint(cfg.vggt_checkpoint)
+            vggt = VGGTPointmaps.from_checkpoint(cfg.vggt_checkpoint)
         except ImportError as error:  # the vggt package is not on PyPI: say how to get it, no traceback
             raise ValueError(f"data.pointmaps vggt: {error}") from error
+        return VGGTDepth(vggt, cache, cfg.pointmap_max_side, cfg.pointmap_neighbours, cfg.vggt_checkpoint)
     from cameo.data.stereo_pointmaps import StereoPointmaps
 
-    cache = Path(cfg.pointmap_cache) if cfg.pointmap_cache else run_dir / "pointmaps"
-    return StereoPointmaps(cache, cfg.stereo_max_side, cfg.stereo_neighbours)
+    return StereoPointmaps(cache, cfg.pointmap_max_side, cfg.pointmap_neighbours)
 
 
 def _prepare(part: Any, state: Any) -> None:
-    """Compute the missing stereo pointmaps of every sequence once (main process; the others wait), before training."""
-    from cameo.data.stereo_pointmaps import StereoPointmaps
+    """Compute the missing cached pointmaps (stereo, VGGT) of every sequence once (main process; the others wait),
+    before training."""
+    from cameo.data.frame_depth import CachedDepth
 
-    if not isinstance(part.pointmaps, StereoPointmaps):
+    if not isinstance(part.pointmaps, CachedDepth):
         return
     if state is None or state.is_main_process:
         for name, done in part.pointmaps.prepare(part.sequences).items():
-            print(f"stereo pointmaps of {name}: {done['frames']} frames in {done['seconds']:.1f} s, "
+            print(f"{part.pointmaps.kind} pointmaps of {name}: {done['frames']} frames in {done['seconds']:.1f} s, "
                   f"{100 * done['valid_share']:.1f} % of pixels valid", file=sys.stderr)
     if state is not None:
         state.wait_for_everyone()
