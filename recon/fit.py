@@ -42,8 +42,9 @@ class FitConfig:
     patch: int = 96  # views larger than this are fitted through random patches of this size (pixels a side)
     observed_every: int = 2  # every this many steps renders observed views (the rest generated ones)
     num_points: int = 20_000  # random initialisation when there is no point cloud
-    max_gaussians: int = 40_000  # densification stops here; a larger cloud is subsampled to it
-    fill_fraction: float = 0.1  # with a cloud: random fill Gaussians, as a fraction of the cloud's
+    max_gaussians: int = 20_000  # densification stops near here (a larger cloud is subsampled): bounds a CPU step
+    fill_fraction: float = 0.1  # with a cloud: random fill Gaussians, as a fraction of the cloud's ...
+    fill_max: int = 5_000  # ... or this many times the share of the inputs the cloud leaves uncovered, if more
     cloud_opacity: float = 0.8  # initial opacity of the cloud's Gaussians (random ones: init_opacity)
     cloud_size: float = 1.0  # initial std of a cloud Gaussian in units of its footprint radius (half a pixel)
     distance_falloff: float = 1.0  # CAT3D's b: generated views weighted exp(-b s^2), b rising 0 -> this
@@ -168,7 +169,10 @@ def initial_gaussians(views: FitViews, cloud: PointCloudLike | None, center: tor
         init = initialise.fill(views, n, cfg.init_opacity, 1.0, gen)
         return InitGaussians(init.means, init.colors, init.sizes * cfg.init_scale, init.opacities)
     points = (cloud.points.float().cpu() - center.cpu()) * scale
-    n_fill = int(cfg.fill_fraction * min(len(points), cfg.max_gaussians))
+    # a stereo cloud of a wide pair may explain a small part of the inputs: the fill stands in for the rest
+    uncovered = 1.0 - initialise.observed_coverage(points, views)
+    n_fill = min(max(int(cfg.fill_fraction * min(len(points), cfg.max_gaussians)), int(uncovered * cfg.fill_max)),
+                 cfg.max_gaussians // 2)
     surface = initialise.from_cloud(points, cloud.colors.cpu(), cloud.sizes.cpu() * scale,
                                     cfg.max_gaussians - n_fill, cfg.cloud_opacity, cfg.cloud_size, gen)
     if n_fill == 0:

@@ -134,12 +134,19 @@ def _observed_depth(surface: torch.Tensor, views: FitViews) -> torch.Tensor:
     return zbuf.scatter_reduce(0, rows[inside] * cells + cell[inside], z[inside], "amin").view(len(sub), -1)
 
 
+def observed_coverage(surface: torch.Tensor, views: FitViews) -> float:
+    """Share of the observed views' coarse grid cells in which some ``surface`` point lands (0 to 1): how much of
+    what the inputs show the cloud explains; the rest must come from the fill."""
+    return float(torch.isfinite(_observed_depth(surface, views)).float().mean())
+
+
 def _in_seen_empty_space(points: torch.Tensor, views: FitViews, zbuf: torch.Tensor) -> torch.Tensor:
     """Points in front of the observed surface (by more than the margin) in some observed view ``[P]``."""
     sub = _subset(views, torch.nonzero(views.observed).flatten())
     uv, z, inside = _in_view(points, sub)
     seen_depth = torch.gather(zbuf, 1, _cells(uv, sub))
-    return (inside & (z < seen_depth * (1 - FREE_SPACE_MARGIN))).any(0)
+    # cells without a surface point say nothing (stereo found no depth there), so only finite depths reject
+    return (inside & torch.isfinite(seen_depth) & (z < seen_depth * (1 - FREE_SPACE_MARGIN))).any(0)
 
 
 def _grid(views: FitViews) -> tuple[int, int]:
