@@ -113,11 +113,17 @@ def denoise(
     return x
 
 
+def _wants_priors(model: torch.nn.Module, anchor: float, has_depth: bool) -> bool:
+    """Whether sampling builds warped priors: the model reads them, or the sampler anchors to them (needs depth)."""
+    return getattr(model, "uses_prior", False) or (anchor > 0 and has_depth)
+
+
 def _anchored(
     x: torch.Tensor, x0: torch.Tensor, anchor: PriorAnchor, scheduler: DDIMScheduler, t: torch.Tensor
 ) -> torch.Tensor:
     """``x_prev`` of a DDIM (eta 0) step whose clean estimate ``x0`` moved toward the anchor, its noise kept:
     DDIM writes ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps``, so the move shifts ``x_prev`` linearly."""
+    # the previous timestep as DDIMScheduler.step computes it (diffusers exposes no helper for it)
     prev = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     abar = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
     shift = anchor.strength * anchor.mask.to(x.device) * (anchor.latents.to(x.device) - x0)
@@ -173,7 +179,7 @@ def sample_views(
     plucker = camera_conditioning(torch.cat([ref_c2w, target_c2w]), torch.cat([ref_K, target_K]), height, width)
     uses_prior = getattr(model, "uses_prior", False)
     prior = None
-    if uses_prior or (anchor > 0 and ref_depth is not None):
+    if _wants_priors(model, anchor, ref_depth is not None):
         all_K, all_c2w = torch.cat([ref_K, target_K]).float(), torch.cat([ref_c2w, target_c2w]).float()
         prior = views_prior(ref_images.float().cpu(), None if ref_depth is None else ref_depth.float().cpu(),
                             ref_K.float(), ref_c2w.float(), all_K, all_c2w, ref_mask[0].cpu(), height, width)[None]
@@ -301,7 +307,8 @@ def generate_trajectory(
     images = torch.zeros(num_views, 3, height, width)
     images[inputs] = input_images.float().cpu()
     uses_prior = getattr(model, "uses_prior", False)
-    priors = _path_priors(cloud, K_all, c2w_all, height, width) if uses_prior or (anchor > 0 and cloud is not None) else None
+    wanted = _wants_priors(model, anchor, cloud is not None)
+    priors = _path_priors(cloud, K_all, c2w_all, height, width) if wanted else None
     total, finished = sum(len(p) for p in jobs), 0
     bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
     for pass_jobs in jobs:

@@ -78,7 +78,8 @@ def test_picture_grid_lays_out_every_group_of_a_row():
 
     from cameo.eval.report import picture_grid
 
-    refs, gt, prior, pred = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
+    refs, prior = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    gt, pred = torch.ones(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
     three = picture_grid([(refs, gt, pred)], scale=1)
     four = picture_grid([(refs, gt, prior, pred)], scale=1)
     assert (three.width, three.height) == (3 * 16 + 2 * 4, 10) and four.width == 4 * 16 + 3 * 4

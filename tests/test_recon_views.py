@@ -151,8 +151,6 @@ def test_non_square_inputs_and_square_generated_views_fit_together_in_the_world_
 def test_fill_stands_in_for_what_a_sparse_cloud_leaves_uncovered():
     """A cloud explaining a small patch of the inputs gets a fill sized by the uncovered share, and cells where no
     surface point landed do not count as seen-empty space (before: a 2 % cloud kept 2 fill points of 130)."""
-    from types import SimpleNamespace
-
     from recon import initialise
 
     K, c2w = _cameras(2, 24, 16, spread=0.3)
@@ -162,7 +160,7 @@ def test_fill_stands_in_for_what_a_sparse_cloud_leaves_uncovered():
     normed = _normalized(views, center, scale)
     assert initialise.observed_coverage((full.points - center) * scale, normed) > 0.9
     corner = full.points[:, 0] < full.points[:, 0].quantile(0.05)  # a thin strip of the plane
-    sparse = SimpleNamespace(points=full.points[corner], colors=full.colors[corner], sizes=full.sizes[corner])
+    sparse = types.SimpleNamespace(points=full.points[corner], colors=full.colors[corner], sizes=full.sizes[corner])
     coverage = initialise.observed_coverage((sparse.points - center) * scale, normed)
     assert coverage < 0.2
     cfg = FitConfig(max_gaussians=2000, fill_fraction=0.1, fill_max=500)
