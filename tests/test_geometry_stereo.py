@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -67,6 +68,17 @@ def test_plane_depth_within_tolerance(motion: str, one_thread) -> None:
     within, coverage = _accuracy(result, depth)
     assert within >= 0.95 and coverage >= 0.4, (within, coverage)
     assert torch.isnan(result.depth[~result.valid]).all() and (result.confidence[~result.valid] == 0).all()
+
+
+def test_short_forward_step_finds_the_scene_in_a_huge_overlap_range(one_thread, monkeypatch) -> None:
+    """A short step forward keeps pixels near the epipole in view down to ~1/80 of the scene's depth, so the
+    overlap range spans 0..80 in inverse depth: the coarse search must still land hypotheses on the wall (it used to
+    find nothing valid, 0 % coverage)."""
+    monkeypatch.setattr(sys.modules[__name__], "SIZE", 96)  # the coarse search runs from 48 px up
+    images, K, c2w, depth = _render([_wall(), _box()], [[0.0, 0.0, 0.0], [0.02, 0.01, 0.25]],
+                                    [[0.0, 0.0, 3.0], [0.02, 0.01, 3.25]])
+    within, coverage = _accuracy(two_view_depth(images, K, c2w), depth)
+    assert within >= 0.95 and coverage >= 0.5, (within, coverage)
 
 
 def test_box_before_a_wall_occlusions_invalid(one_thread) -> None:

@@ -42,7 +42,7 @@ class StereoOptions:
     num_hypotheses: int = 96  # full-resolution sweep
     coarse_hypotheses: int = 96  # half-resolution sweep that finds the depth range
     window: int = 5  # ZNCC window side at 256 px (scaled with the image, odd, >= 3)
-    min_texture: float = 0.002  # RMS gradient along the epipolar line (grey levels / px) below which: textureless
+    min_texture: float = 0.0003  # RMS gradient along the epipolar line (grey levels / px) below which: textureless
     min_score: float = 0.5  # best ZNCC below this: no reliable match
     min_confidence: float = 0.05  # 1 - (1 - best) / (1 - best elsewhere) below this: ambiguous
     max_reprojection_px: float = 1.0  # two-way check: pixel distance after the round trip
@@ -118,32 +118,43 @@ def epipolar_texture(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref
     return _box((along * along)[None, None], window)[0, 0].sqrt()
 
 
+def _reference_stats(gray: torch.Tensor, ref: int, window: int) -> tuple[torch.Tensor, ...]:
+    """Grey levels ``[1,1,H,W]`` of view ``ref`` with their windowed mean and standard deviation (ZNCC terms)."""
+    r = gray[ref : ref + 1]
+    r_mean = _box(r, window)
+    return r, r_mean, (_box(r * r, window) - r_mean**2).clamp_min(0).sqrt()
+
+
+def _zncc(gray: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rho: torch.Tensor, src: int,
+          stats: tuple[torch.Tensor, ...], window: int) -> torch.Tensor:
+    """ZNCC ``[c,H,W]`` of the reference against view ``src`` warped onto the planes at inverse depths ``rho``
+    ``[c,1,1,1]``; -1 where the pixel leaves the source image."""
+    _, _, height, width = gray.shape
+    r, r_mean, r_std = stats
+    p = a[None] + rho * b[None, :, None, None]  # [c,3,H,W]
+    z = p[:, 2]
+    uv = p[:, :2] / z.clamp_min(1e-12)[:, None]
+    inside = (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0) & (uv[:, 1] <= height)
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=a.dtype)
+    grid = (uv.permute(0, 2, 3, 1) * scale - 1).clamp(-2, 2)
+    warped = F.grid_sample(gray[src : src + 1].expand(len(rho), -1, -1, -1), grid, mode="bilinear",
+                           padding_mode="border", align_corners=False)  # [c,1,H,W]
+    moments = _box(torch.cat([warped, warped * warped, warped * r], 1), window)
+    w_mean = moments[:, :1]
+    w_var = (moments[:, 1:2] - w_mean**2).clamp_min(0)
+    cov = moments[:, 2:3] - w_mean * r_mean
+    zncc = (cov / (w_var.sqrt() * r_std).clamp_min(1e-6))[:, 0].clamp(-1, 1)
+    return torch.where(inside, zncc, torch.full_like(zncc, -1.0))
+
+
 def _scores(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref: int, rho: torch.Tensor, window: int,
             chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ZNCC of view ``ref`` against the other view warped onto each inverse depth: ``[D,H,W]`` (-1 where the pixel
     leaves the other image), and the reference's texture along epipolar lines ``[H,W]``."""
-    src = 1 - ref
-    _, _, height, width = gray.shape
-    a, b = _sweep_terms(K, c2w, ref, src, height, width)
-    r = gray[ref : ref + 1]
-    r_mean = _box(r, window)
-    r_std = (_box(r * r, window) - r_mean**2).clamp_min(0).sqrt()
-    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=K.dtype)
-    out = []
-    for part in rho.split(chunk):
-        p = a[None] + part[:, None, None, None] * b[None, :, None, None]  # [c,3,H,W]
-        z = p[:, 2]
-        uv = p[:, :2] / z.clamp_min(1e-12)[:, None]
-        inside = (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0) & (uv[:, 1] <= height)
-        grid = (uv.permute(0, 2, 3, 1) * scale - 1).clamp(-2, 2)
-        warped = F.grid_sample(gray[src : src + 1].expand(len(part), -1, -1, -1), grid, mode="bilinear",
-                               padding_mode="border", align_corners=False)  # [c,1,H,W]
-        moments = _box(torch.cat([warped, warped * warped, warped * r], 1), window)
-        w_mean = moments[:, :1]
-        w_var = (moments[:, 1:2] - w_mean**2).clamp_min(0)
-        cov = moments[:, 2:3] - w_mean * r_mean
-        zncc = (cov / (w_var.sqrt() * r_std).clamp_min(1e-6))[:, 0].clamp(-1, 1)
-        out.append(torch.where(inside, zncc, torch.full_like(zncc, -1.0)))
+    height, width = gray.shape[-2:]
+    a, b = _sweep_terms(K, c2w, ref, 1 - ref, height, width)
+    stats = _reference_stats(gray, ref, window)
+    out = [_zncc(gray, a, b, part[:, None, None, None], 1 - ref, stats, window) for part in rho.split(chunk)]
     return torch.cat(out), epipolar_texture(gray, K, c2w, ref, window)
 
 
@@ -196,7 +207,7 @@ def _winner(cost: torch.Tensor, zncc: torch.Tensor, rho: torch.Tensor, exclusion
     hi = cost.gather(0, (index + 1).clamp_max(count - 1)[None])[0]
     curvature = lo - 2 * best + hi
     offset = torch.where(curvature > 1e-9, 0.5 * (lo - hi) / curvature.clamp_min(1e-9), torch.zeros_like(best))
-    step = (rho[-1] - rho[0]) / max(count - 1, 1)
+    step = (rho[(index + 1).clamp_max(count - 1)] - rho[(index - 1).clamp_min(0)]) / 2  # local: spacing may vary
     inv = rho[index] + offset.clamp(-0.5, 0.5) * step
     interior = (index > 0) & (index < count - 1) & (inv > 0)
     hyp = torch.arange(count, device=cost.device)[:, None, None]
@@ -244,13 +255,25 @@ def _window_for(height: int, width: int, window: int) -> int:
     return side if side % 2 else side + 1
 
 
+def _hypotheses(lo: float, hi: float, count: int, geometric: bool, max_ratio: float = 1000.0) -> torch.Tensor:
+    """``count`` inverse depths over ``[lo, hi]``: uniform (equal disparity steps), or geometric from
+    ``max(lo, hi / max_ratio)`` for the coarse search, whose full overlap range can span 1000x in inverse depth
+    (forward motion: pixels near the epipole stay in view at any depth) and would leave the scene between two
+    uniform hypotheses."""
+    if not geometric or hi <= 0:
+        return torch.linspace(lo, hi, count)
+    start = max(lo, hi / max_ratio)
+    return torch.logspace(float(np.log10(start)), float(np.log10(hi)), count)
+
+
 def _match_views(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ranges: list[tuple[float, float]],
-                 count: int, opts: StereoOptions) -> list[_Match]:
-    """Sweep each view against the other over its inverse-depth range, aggregate semi-globally, pick winners and
-    flag the reliable ones (textured, well matched, unambiguous)."""
+                 count: int, opts: StereoOptions, geometric: bool = False) -> list[_Match]:
+    """Sweep each view against the other over its inverse-depth range (hypotheses spaced uniformly, or
+    geometrically for the coarse search), aggregate semi-globally, pick winners and flag the reliable ones
+    (textured, well matched, unambiguous)."""
     _, _, height, width = gray.shape
     window = _window_for(height, width, opts.window)
-    rhos = [torch.linspace(lo, hi, count, dtype=K.dtype) for lo, hi in ranges]
+    rhos = [_hypotheses(lo, hi, count, geometric) for lo, hi in ranges]
     scored = [_scores(gray, K, c2w, ref, rho, window, opts.chunk) for ref, rho in enumerate(rhos)]
     zncc = torch.stack([volume for volume, _ in scored])
     cost = aggregate(1 - zncc, opts.p1, opts.p2)
@@ -287,12 +310,12 @@ def _checked(matches: list[_Match], K: torch.Tensor, c2w: torch.Tensor, max_px: 
 
 def _narrowed_range(depth: torch.Tensor, full: tuple[float, float], margin: float = 0.25) -> tuple[float, float]:
     """Inverse-depth range of the valid coarse depths (1-99 percentiles, widened by ``margin`` of its width and by
-    4 coarse steps), kept inside ``full``; ``full`` itself when too few pixels are valid."""
+    5 % of its near end), kept inside ``full``; ``full`` itself when too few pixels are valid."""
     inv = 1.0 / depth[torch.isfinite(depth)]
     if inv.numel() < 64:
         return full
     lo, hi = torch.quantile(inv, torch.tensor([0.01, 0.99], dtype=inv.dtype)).tolist()
-    pad = margin * (hi - lo) + 4 * (full[1] - full[0]) / 96
+    pad = margin * (hi - lo) + 0.05 * hi
     return max(full[0], lo - pad), min(full[1], hi + pad)
 
 
@@ -305,7 +328,7 @@ def _coarse_ranges(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full:
     small = F.interpolate(gray, size=(height // 2, width // 2), mode="area")
     K_small = K.clone()
     K_small[:, :2] *= torch.tensor([[(width // 2) / width], [(height // 2) / height]], dtype=K.dtype)
-    matches = _match_views(small, K_small, c2w, full, opts.coarse_hypotheses, opts)
+    matches = _match_views(small, K_small, c2w, full, opts.coarse_hypotheses, opts, geometric=True)
     depth = _checked(matches, K_small, c2w, 1.0, 2 * opts.max_depth_disagreement)
     return [_narrowed_range(depth[ref], full[ref]) for ref in range(2)]
 
