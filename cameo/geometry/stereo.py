@@ -256,14 +256,15 @@ def _window_for(height: int, width: int, window: int) -> int:
 
 
 def _hypotheses(lo: float, hi: float, count: int, geometric: bool, max_ratio: float = 1000.0) -> torch.Tensor:
-    """``count`` inverse depths over ``[lo, hi]``: uniform (equal disparity steps), or geometric from
-    ``max(lo, hi / max_ratio)`` for the coarse search, whose full overlap range can span 1000x in inverse depth
-    (forward motion: pixels near the epipole stay in view at any depth) and would leave the scene between two
-    uniform hypotheses."""
+    """``count`` inverse depths uniform over ``[lo, hi]`` (equal disparity steps); with ``geometric`` (the coarse
+    search) also ``count`` spaced geometrically from ``max(lo, hi / max_ratio)``: a short forward step's full
+    overlap range spans 0..80 in inverse depth (pixels near the epipole stay in view at any depth), where uniform
+    hypotheses alone step over the whole scene, while geometric ones alone are too sparse for a narrow range."""
+    uniform = torch.linspace(lo, hi, count)
     if not geometric or hi <= 0:
-        return torch.linspace(lo, hi, count)
+        return uniform
     start = max(lo, hi / max_ratio)
-    return torch.logspace(float(np.log10(start)), float(np.log10(hi)), count)
+    return torch.cat([uniform, torch.logspace(float(np.log10(start)), float(np.log10(hi)), count)]).sort().values
 
 
 def _match_views(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ranges: list[tuple[float, float]],
@@ -308,13 +309,14 @@ def _checked(matches: list[_Match], K: torch.Tensor, c2w: torch.Tensor, max_px: 
     return torch.where(keep, raw, torch.full_like(raw, float("nan")))
 
 
-def _narrowed_range(depth: torch.Tensor, full: tuple[float, float], margin: float = 0.25) -> tuple[float, float]:
-    """Inverse-depth range of the valid coarse depths (1-99 percentiles, widened by ``margin`` of its width and by
-    5 % of its near end), kept inside ``full``; ``full`` itself when too few pixels are valid."""
+def _narrowed_range(depth: torch.Tensor, full: tuple[float, float], margin: float = 0.5) -> tuple[float, float]:
+    """Inverse-depth range of the valid coarse depths (5-95 percentiles: a few % of coarse matches land on far
+    hypotheses in dark backgrounds; widened by ``margin`` of its width and by 5 % of its near end), kept inside
+    ``full``; ``full`` itself when too few pixels are valid."""
     inv = 1.0 / depth[torch.isfinite(depth)]
     if inv.numel() < 64:
         return full
-    lo, hi = torch.quantile(inv, torch.tensor([0.01, 0.99], dtype=inv.dtype)).tolist()
+    lo, hi = torch.quantile(inv, torch.tensor([0.05, 0.95], dtype=inv.dtype)).tolist()
     pad = margin * (hi - lo) + 0.05 * hi
     return max(full[0], lo - pad), min(full[1], hi + pad)
 
