@@ -7,6 +7,7 @@ those of the real architecture; the images are noise).
     python benchmarks/bench_recon_e2e.py                          # defaults
     python benchmarks/bench_recon_e2e.py --views 14 --steps 10 --fit-iterations 100
     python benchmarks/bench_recon_e2e.py --scene assets/demo/object_00/scene.json --inputs-only-too --out out/e2e
+    python benchmarks/bench_recon_e2e.py --dtu 22 25 23 24 --inputs-only-too --out out/e2e-dtu
 
 With ``--scene`` (a demo scene: its ``gt/`` holds every view of the capture) the ply is also scored on the views
 that were not inputs: PSNR / SSIM at the model resolution (resized + centre-cropped, the numbers before the fit kept
@@ -15,6 +16,7 @@ PSNR at their fitting resolution. ``--inputs-only-too``, ``--also-generated-weig
 the same views (no new generation) and score each the same way; ``--out`` gets ``e2e.png`` (per held-out view the
 ground truth and each arm's render). ``--cloud gt`` initialises from the demo scene's ground-truth depth
 (``gt/depth.npy``, written by ``cameo-data demo``) instead of stereo, to separate the fit from stereo errors.
+``--dtu A B H...`` writes the same kind of scene from DTU scan24 (384 px crops): inputs A and B, held-out views H.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ from cameo.eval.metrics import psnr, ssim
 from cameo.model import build_codec, build_model, get_spec
 from cameo.model_folder import CameoModel, ModelConfig, default_model_dir
 from cameo.sampling import default_training_schedule
-from cameo.scene import load_scene
+from cameo.scene import Scene, load_scene, make_frames, save_scene
 from cameo.train.config import load_config
 from recon import pipeline
 from recon.fit import fit_gaussians
 from recon.pipeline import ReconOptions, fit_config, fit_resolution, run_reconstruction, view_weights
 from recon.splats import Splats, render
+
+DTU = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dtu_scan24"
 
 
 def random_demo_model(folder: Path) -> Path:
@@ -64,6 +68,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="exported model folder (default: bundled, else random)")
     parser.add_argument("--kind", default="object", help="demo scene kind (object or room)")
     parser.add_argument("--scene", type=Path, help="scene.json with gt/ next to it (default: a new demo scene)")
+    parser.add_argument("--dtu", type=int, nargs="+", metavar="I",
+                        help="instead of --scene: DTU scan24 views A B (inputs) and held-out views to score")
     parser.add_argument("--inputs-only-too", action="store_true", help="also fit the inputs alone and score that")
     parser.add_argument("--generated-weight", type=float, default=d.generated_weight,
                         help="loss weight of a generated view (relative to an input view) in the main fit")
@@ -100,6 +106,8 @@ def main() -> None:
         checkpoint, weights = default_model_dir(), "bundled"
     if checkpoint is None:
         checkpoint, weights = random_demo_model(out / "random-demo-cpu"), "random weights (untrained demo-cpu)"
+    if args.dtu:
+        args.scene = dtu_scene(args.dtu, out / "dtu")
     scene_file = args.scene or make_demo_scenes(out / "demo", count=1, kinds=(args.kind,), num_inputs=args.inputs,
                                                 resolution=args.resolution)[0]
     start = time.perf_counter()
@@ -135,6 +143,30 @@ def main() -> None:
                 result.splats}
         arms.update(refits(scene, result, options, args))
         score_against_ground_truth(Path(scene_file), result, arms, pretrained.image_size, out)
+
+
+def dtu_scene(views: list[int], folder: Path) -> Path:
+    """A demo-style scene of DTU scan24 (inputs ``views[:2]``, the rest held out in ``gt/``); its scene.json."""
+    from bench_fit_dtu import load_dtu  # a sibling script (benchmarks/ is the script's import path)
+
+    if len(views) < 3:
+        raise SystemExit("--dtu needs two input views and at least one held-out view")
+    images, K, c2w = load_dtu(DTU, 384)
+    order = [views[0], *views[2:], views[1]]  # gt views; the inputs are the first and the last
+    (folder / "gt").mkdir(parents=True, exist_ok=True)
+    for j, v in enumerate(order):
+        Image.fromarray((images[v].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
+            folder / "gt" / f"view_{j:02d}.png")
+    (folder / "gt" / "cameras.json").write_text(json.dumps(
+        {"convention": "opencv", "K": K[order].tolist(), "c2w": c2w[order].tolist(), "scene_id": f"dtu_scan24 {views}"}))
+    inputs = []
+    for j in (0, len(order) - 1):
+        inputs.append(folder / f"input_{j:02d}.png")
+        Image.open(folder / "gt" / f"view_{j:02d}.png").save(inputs[-1])
+    picks = [0, len(order) - 1]
+    save_scene(Scene(make_frames(inputs, K[order][picks].double().numpy(), c2w[order][picks].double().numpy(),
+                                 [(384, 384)] * 2)), folder / "scene.json")
+    return folder / "scene.json"
 
 
 def held_out_views(scene_file: Path, size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
