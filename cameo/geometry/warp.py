@@ -75,9 +75,9 @@ def _pick_winners(
 
     The front surface is every candidate within ``depth_tolerance`` (relative, plus as much again per pixel between
     the candidate's projected centre and the pixel's) of the pixel's nearest; on it the point whose projected centre
-    lies closest to the pixel's centre wins. A plain nearest-depth test would let a
-    neighbour's footprint beat a pixel's own point wherever the surface slants toward the camera, shifting texture
-    by up to a footprint (badly so when a dense cloud is rendered small, as the 256 px cloud into 64 px priors).
+    lies closest to the pixel's centre wins. A plain nearest-depth test would let a neighbour's footprint beat a
+    pixel's own point wherever the surface slants toward the camera, shifting texture by up to a footprint (badly so
+    when a dense cloud is rendered small, as the 256 px cloud into 64 px priors).
     """
     # a footprint stands in for the surface at its centre, so its depth some pixels away is only known up to the
     # surface's slope: each pixel of distance adds ``depth_tolerance`` before comparing it with the pixel's own point
@@ -97,11 +97,10 @@ def _average_own(pixel: torch.Tensor, point: torch.Tensor, chosen: torch.Tensor,
                  rgb: torch.Tensor) -> torch.Tensor:
     """``rgb [P,C]`` with each pixel that ``chosen`` candidates fall in replaced by their mean colour: a cloud
     denser than the target pixels is area-averaged like a downsampled image instead of point-sampled (aliased)."""
-    total = rgb.shape[0]
-    summed = torch.zeros_like(rgb).index_add_(0, pixel[chosen], colors[point[chosen]].to(rgb.dtype))
-    count = torch.zeros(total, device=rgb.device, dtype=rgb.dtype).index_add_(
-        0, pixel[chosen], torch.ones_like(pixel[chosen], dtype=rgb.dtype))
-    return torch.where(count[:, None] > 0, summed / count.clamp_min(1)[:, None], rgb)
+    target = pixel[chosen]
+    summed = torch.zeros_like(rgb).index_add_(0, target, colors[point[chosen]].to(rgb.dtype))
+    count = torch.bincount(target, minlength=rgb.shape[0]).to(rgb.dtype)[:, None]
+    return torch.where(count > 0, summed / count.clamp_min(1), rgb)
 
 
 def render_points(
@@ -121,8 +120,8 @@ def render_points(
     projected radius in pixels follows the square each point covers (``None``: one pixel), up to ``max_radius``: a
     point seen at its source's scale covers 3x3 pixels so that a warped surface has no gaps, a dense cloud seen
     from afar one pixel. Each pixel shows the front surface (candidates within ``depth_tolerance`` of the nearest
-    depth, more for footprints reaching from further away): the mean colour of its front points whose centres fall inside it, else the point projected closest to its
-    centre, ties broken by the lower point index (deterministic).
+    depth, more for footprints reaching from further away): the mean colour of its front points whose centres fall
+    inside it, else the point projected closest to its centre, ties broken by the lower point index (deterministic).
     """
     v_count = K.shape[0]
     finite = torch.isfinite(points).all(-1)
