@@ -15,7 +15,8 @@ the inputs' resolution) and at the inputs' fitting resolution (whole field of vi
 PSNR at their fitting resolution. ``--inputs-only-too``, ``--also-generated-weights`` and ``--also-falloffs`` refit
 the same views (no new generation) and score each the same way; ``--out`` gets ``e2e.png`` (per held-out view the
 ground truth and each arm's render). ``--cloud gt`` initialises from the demo scene's ground-truth depth
-(``gt/depth.npy``, written by ``cameo-data demo``) instead of stereo, to separate the fit from stereo errors.
+(``gt/depth.npy``, written by ``cameo-data demo``) instead of stereo, to separate the fit from stereo errors;
+``--cloud matches`` keeps stereo's matches only (no depth interpolated into plain holes).
 ``--dtu A B H...`` writes the same kind of scene from DTU scan24 (384 px crops): inputs A and B, held-out views H.
 """
 
@@ -37,6 +38,7 @@ from PIL import Image
 from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics, unproject_depth
 from cameo.data.demo import make_demo_scenes
 from cameo.eval.metrics import psnr, ssim
+from cameo.geometry.cloud import scene_point_cloud
 from cameo.model import build_codec, build_model, get_spec
 from cameo.model_folder import CameoModel, ModelConfig, default_model_dir
 from cameo.sampling import default_training_schedule
@@ -78,8 +80,9 @@ def main() -> None:
                              "and score each")
     parser.add_argument("--inputs", type=int, default=2, choices=(1, 2), help="input views of the demo scene")
     parser.add_argument("--resolution", type=int, default=128, help="demo scene image size")
-    parser.add_argument("--cloud", choices=("stereo", "gt", "none"), default="stereo",
-                        help="initial point cloud: the pipeline's stereo, the demo scene's gt depth, or none")
+    parser.add_argument("--cloud", choices=("stereo", "matches", "gt", "none"), default="stereo",
+                        help="the inputs' point cloud (prior and fit start): the pipeline's stereo, its matches only "
+                             "(no plain holes filled), the demo scene's gt depth, or none")
     parser.add_argument("--also-falloffs", type=float, nargs="*", default=[], metavar="B",
                         help="with --scene: also refit with these CAT3D distance falloffs and score each")
     parser.add_argument("--cfg", type=float, default=d.cfg)
@@ -121,7 +124,9 @@ def main() -> None:
                            checkpoint=checkpoint, device=args.device)
     scene = load_scene(scene_file)
     if args.cloud != "stereo":
-        cloud = gt_depth_cloud(Path(scene_file)) if args.cloud == "gt" else None
+        cloud = {"gt": lambda: gt_depth_cloud(Path(scene_file)), "none": lambda: None,
+                 "matches": lambda: scene_point_cloud(scene.load_images(), scene.K, scene.c2w, fill_plain=False)
+                 }[args.cloud]()
         pipeline.input_point_cloud = lambda images, K, c2w, depths=None: cloud  # the fit's start, for every arm
     result = run_reconstruction(scene, out / "splat.ply", options, pretrained=pretrained)
     total = time.perf_counter() - start

@@ -23,8 +23,8 @@ def reference_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, gt
                     source: DepthSource) -> torch.Tensor | None:
     """Depth ``[N,H,W]`` (NaN invalid) of ``N`` references as ``cameo-recon`` would have it.
 
-    ``stereo``: two-view stereo between the two references (None for a single reference: one photo gives no
-    depth); ``gt``: the scene's exact depth; ``none``: no depth.
+    ``stereo``: two-view stereo between the two references, plain holes filled (None for a single reference: one
+    photo gives no depth); ``gt``: the scene's exact depth; ``none``: no depth.
     """
     if source == "none":
         return None
@@ -34,9 +34,9 @@ def reference_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, gt
         return gt_depth
     if images.shape[0] != 2:
         return None
-    from cameo.geometry.stereo import two_view_depth
+    from cameo.geometry.cloud import stereo_depth
 
-    return two_view_depth(images, K, c2w).depth
+    return stereo_depth(images, K, c2w)[0]
 
 
 def mean_colour(ref_images: torch.Tensor, count: int) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Fused point clouds of the input views: valid depth pixels of 1-2 posed images, in the inputs' world frame.
 
 Depth comes from the user's depth maps when given (an RGB-D capture) and from two-view stereo otherwise; a single
-view without depth gives no cloud. Stereo runs at a working resolution (``max_side``) for speed; the cloud keeps the
-colours of that resolution and each point's size is its pixel's footprint (half a pixel at its depth), the radius
+view without depth gives no cloud. Stereo runs at a working resolution (``max_side``) for speed, and its plain holes
+get depth interpolated from the matches around them (:mod:`cameo.geometry.fill`); the cloud keeps the colours of
+that resolution and each point's size is its pixel's footprint (half a pixel at its depth), the radius
 ``cameo.geometry.warp.render_points`` expects.
 """
 
@@ -14,6 +15,7 @@ import torch
 
 from cameo.cameras import resize_with_intrinsics, unproject_depth
 
+from .fill import fill_plain_holes
 from .stereo import StereoOptions, two_view_depth
 
 
@@ -60,8 +62,18 @@ def _resize_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(depth[:, None], size=size, mode="nearest-exact")[:, 0]
 
 
+def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, options: StereoOptions | None = None,
+                 fill_plain: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z-depth ``[2,H,W]`` (NaN invalid) and confidence ``[2,H,W]`` of a posed pair as the reconstruction uses it:
+    two-view stereo, plus (``fill_plain``) depth interpolated into the plain holes, at confidence 0."""
+    result = two_view_depth(images, K, c2w, options=options)
+    if not fill_plain:
+        return result.depth, result.confidence
+    return fill_plain_holes(result.depth, images)[0], result.confidence
+
+
 def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
-                max_side: int = 256, options: StereoOptions | None = None
+                max_side: int = 256, options: StereoOptions | None = None, fill_plain: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Images, intrinsics, z-depth ``[V,h,w]`` (NaN invalid) and its confidence ``[V,h,w]`` (stereo's; 1 where a
     given map is valid) at the working size, or None without depth.
@@ -79,21 +91,22 @@ def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths
     if all(d is None for d in given):
         if images.shape[0] != 2:
             return None
-        result = two_view_depth(small, K_small, c2w, options=options)
-        return small, K_small, result.depth, result.confidence
+        depth, confidence = stereo_depth(small, K_small, c2w, options, fill_plain)
+        return small, K_small, depth, confidence
     maps = torch.stack([torch.full(size, float("nan")) if d is None
                         else _resize_depth(torch.as_tensor(d).float()[None], size)[0] for d in given])
     return small, K_small, maps, (torch.isfinite(maps) & (maps > 0)).float()
 
 
 def scene_point_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
-                      max_side: int = 256, max_points: int = 200_000) -> PointCloud | None:
+                      max_side: int = 256, max_points: int = 200_000, fill_plain: bool = True) -> PointCloud | None:
     """The inputs' fused point cloud in their world frame, or None when they give no depth (one view, no map).
 
     ``images [V,3,H,W]`` in [0, 1] (V = 1 or 2), ``K [V,3,3]``, OpenCV ``c2w [V,4,4]``; ``depths``: optional per-view
-    z-depth maps ``[H,W]`` (NaN or 0 = unknown) that replace stereo. Stereo runs with the long side at ``max_side``.
+    z-depth maps ``[H,W]`` (NaN or 0 = unknown) that replace stereo. Stereo runs with the long side at ``max_side``;
+    ``fill_plain``: its plain holes get interpolated depth (:func:`stereo_depth`).
     """
-    found = scene_depth(images, K, c2w, depths, max_side)
+    found = scene_depth(images, K, c2w, depths, max_side, fill_plain=fill_plain)
     if found is None:
         return None
     small, K_small, depth, _ = found
