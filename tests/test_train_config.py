@@ -10,7 +10,7 @@ import torch
 from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
-SHIPPED = ["demo-cpu", "demo-cpu-cat3d", "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
+SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-cat3d", "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -64,6 +64,15 @@ def test_train_demo_config_is_the_paper_cameo_on_lossless_pixels():
     latents = torch.stack([codec.encode(scene.images) for scene in mixed_procedural_scenes(4)])
     assert abs(latents.mean()) < 0.3 and 0.7 < latents.std() < 1.4  # standardised: the schedule's SNRs hold
     assert (demo.data, demo.diffusion, demo.seed) == (arm.data, arm.diffusion, arm.seed)
+
+
+def test_refine_stage_continues_demo_cpu_on_the_same_data_and_objective():
+    """Stage 2 of the bundled model: demo-cpu's data, preset, prior and CAMEO, warm-started from stage 1's export."""
+    stage1, stage2 = load_config("demo-cpu"), load_config("demo-cpu-refine")
+    assert (stage2.data, stage2.diffusion, stage2.seed, stage2.prior, stage2.cameo) == \
+        (stage1.data, stage1.diffusion, stage1.seed, stage1.prior, stage1.cameo)
+    assert stage2.model.preset == stage1.model.preset and stage2.model.init_from == f"{stage1.output_dir}/model"
+    assert stage2.output_dir != stage1.output_dir and stage2.optim.lr < stage1.optim.lr
 
 
 def test_train_help_lists_the_shipped_configs(capsys):
