@@ -14,16 +14,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .stereo import box_mean, gray_levels
+
 
 def plain_pixels(images: torch.Tensor, max_gradient: float, window: int) -> torch.Tensor:
     """``[V,H,W]`` bool: pixels of ``images [V,3,H,W]`` whose mean grey-level gradient magnitude over a
     ``window x window`` neighbourhood is below ``max_gradient`` (grey levels in [0, 1] per pixel)."""
-    gray = images.float().mean(1, keepdim=True)
+    gray = gray_levels(images.float())
     dx = F.pad(gray[..., :, 1:] - gray[..., :, :-1], (0, 1, 0, 0)).abs()
     dy = F.pad(gray[..., 1:, :] - gray[..., :-1, :], (0, 0, 0, 1)).abs()
-    pad = window // 2
-    mean = F.avg_pool2d(F.pad(dx + dy, (pad, pad, pad, pad), mode="replicate"), window, stride=1)
-    return mean[:, 0] < max_gradient
+    return box_mean(dx + dy, window)[:, 0] < max_gradient
 
 
 def push_pull(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,7 @@ def fill_plain_holes(depth: torch.Tensor, images: torch.Tensor, max_gradient: fl
     valid = torch.isfinite(depth) & (depth > 0)
     holes = ~valid & plain_pixels(images, max_gradient, window)
     if not bool(holes.any()) or not bool(valid.any()):
-        return depth, holes & False
+        return depth, torch.zeros_like(holes)
     inverse = torch.where(valid, 1.0 / depth.clamp_min(1e-12), torch.zeros_like(depth))
     mean, second = push_pull(inverse, valid), push_pull(inverse**2, valid)
     spread = (second - mean**2).clamp_min(0).sqrt() / mean.clamp_min(1e-12)

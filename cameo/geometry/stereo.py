@@ -52,13 +52,13 @@ class StereoOptions:
     chunk: int = 16  # hypotheses warped at once (bounds memory at chunk x H x W x ~10 floats)
 
 
-def _gray(images: torch.Tensor) -> torch.Tensor:
+def gray_levels(images: torch.Tensor) -> torch.Tensor:
     """Grey level ``[V,1,H,W]`` of RGB images ``[V,3,H,W]``: the channel mean (luma weights would hide texture in
     blue surfaces)."""
     return images.mean(1, keepdim=True)
 
 
-def _box(x: torch.Tensor, size: int) -> torch.Tensor:
+def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     """Mean over a ``size x size`` window (running sums; the border is extended by replication)."""
     pad = size // 2
     x = F.pad(x, (pad + 1, pad, pad + 1, pad), mode="replicate").double()  # double: running sums stay exact
@@ -115,14 +115,14 @@ def epipolar_texture(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref
     direction = epipole[:2] - epipole[2] * uv  # [H,W,2], towards (or away from) the epipole
     direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     along = gx * direction[..., 0] + gy * direction[..., 1]
-    return _box((along * along)[None, None], window)[0, 0].sqrt()
+    return box_mean((along * along)[None, None], window)[0, 0].sqrt()
 
 
 def _reference_stats(gray: torch.Tensor, ref: int, window: int) -> tuple[torch.Tensor, ...]:
     """Grey levels ``[1,1,H,W]`` of view ``ref`` with their windowed mean and standard deviation (ZNCC terms)."""
     r = gray[ref : ref + 1]
-    r_mean = _box(r, window)
-    return r, r_mean, (_box(r * r, window) - r_mean**2).clamp_min(0).sqrt()
+    r_mean = box_mean(r, window)
+    return r, r_mean, (box_mean(r * r, window) - r_mean**2).clamp_min(0).sqrt()
 
 
 def _zncc(gray: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rho: torch.Tensor, src: int,
@@ -139,7 +139,7 @@ def _zncc(gray: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rho: torch.Tenso
     grid = (uv.permute(0, 2, 3, 1) * scale - 1).clamp(-2, 2)
     warped = F.grid_sample(gray[src : src + 1].expand(len(rho), -1, -1, -1), grid, mode="bilinear",
                            padding_mode="border", align_corners=False)  # [c,1,H,W]
-    moments = _box(torch.cat([warped, warped * warped, warped * r], 1), window)
+    moments = box_mean(torch.cat([warped, warped * warped, warped * r], 1), window)
     w_mean = moments[:, :1]
     w_var = (moments[:, 1:2] - w_mean**2).clamp_min(0)
     cov = moments[:, 2:3] - w_mean * r_mean
@@ -360,7 +360,7 @@ def two_view_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
             nan = torch.full((2, height, width), float("nan"))
             return StereoResult(nan, torch.zeros(2, height, width), torch.zeros(2, height, width, dtype=torch.bool))
         full = overlap  # type: ignore[assignment]
-    gray = _gray(images)
+    gray = gray_levels(images)
     ranges = _coarse_ranges(gray, K, c2w, full, opts) if depth_range is None else full
     matches = _match_views(gray, K, c2w, ranges, opts.num_hypotheses, opts)
     depth = _checked(matches, K, c2w, opts.max_reprojection_px, opts.max_depth_disagreement)
