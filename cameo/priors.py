@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cameo.geometry.cloud import fuse_depth
+from cameo.geometry.cloud import PointCloud, fuse_depth
 from cameo.geometry.warp import render_points
-from cameo.model.codec import LatentCodec
+from cameo.model.codec import LatentCodec, PixelCodec
 
 
 def depth_cloud(
@@ -56,10 +56,24 @@ def views_prior(
 ) -> torch.Tensor:
     """Priors ``[F,4,H,W]`` of the views ``K [F]``, ``c2w [F]`` from references with depth (``ref_depth [R,H,W]``;
     None = no depth: targets get an empty prior); views where ``ref_mask [F]`` is set hold the references in order."""
-    if ref_depth is None:
+    cloud = None if ref_depth is None else fuse_depth(ref_images, ref_depth, ref_K, ref_c2w,
+                                                      max_points=ref_depth.numel())
+    return cloud_views_prior(cloud, ref_images, K, c2w, ref_mask, height, width)
+
+
+def cloud_views_prior(
+    cloud: PointCloud | None, ref_images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref_mask: torch.Tensor,
+    height: int, width: int,
+) -> torch.Tensor:
+    """Priors ``[F,4,H,W]`` of the views ``K [F]``, ``c2w [F]``: the references' point ``cloud`` rendered into each
+    (None: empty priors), and the references ``ref_images [R,3,H,W]`` themselves where ``ref_mask [F]`` is set.
+
+    The cloud may come from images of another size than the views (``cameo-recon`` runs stereo on the photos and
+    renders at the model's resolution); its point sizes keep the render gap-free either way."""
+    if cloud is None:
         priors = torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
     else:
-        priors = render_priors(*depth_cloud(ref_images, ref_depth, ref_K, ref_c2w), K, c2w, height, width)
+        priors = render_priors(cloud.points, cloud.colors, cloud.sizes, K, c2w, height, width)
     own = torch.zeros(K.shape[0], 3, height, width, dtype=priors.dtype, device=priors.device)
     own[ref_mask] = ref_images.to(priors.dtype)
     return set_reference_priors(priors, own, ref_mask)
@@ -72,7 +86,7 @@ class PriorAnchor:
     The model reconstructs what the references saw only approximately (a small model at few DDIM steps leaves
     speckle on surfaces the prior shows exactly), so the sampler may pull its clean estimate toward the prior where
     the prior is valid, as inpainting samplers do with known pixels. ``latents [B,F,C,h,w]``: the prior encoded by
-    the model's codec; ``mask [B,F,1,h,w]``: 1 where every pixel a latent covers is valid; ``strength`` in [0, 1]
+    the model's codec; ``mask [B,F,1|C,h,w]``: 1 where the latent shows only valid pixels; ``strength`` in [0, 1]
     (1: the prior replaces the estimate there); ``until``: the fraction of the steps anchored (the last steps stay
     free, so the model can smooth stereo errors and seams).
     """
@@ -96,6 +110,14 @@ def prior_anchor(codec: LatentCodec, prior: torch.Tensor, strength: float, until
     b, f = prior.shape[:2]
     with torch.no_grad():
         latents = codec.encode(prior[:, :, :3].flatten(0, 1))
-    fold = prior.shape[-1] // latents.shape[-1]
-    covered = F.avg_pool2d(prior[:, :, 3:].flatten(0, 1).float(), fold) >= 1.0 - 1e-6
+    covered = _latent_mask(codec, prior[:, :, 3:].flatten(0, 1).float(), prior.shape[-1] // latents.shape[-1])
     return PriorAnchor(latents.unflatten(0, (b, f)), covered.to(latents.dtype).unflatten(0, (b, f)), strength, until)
+
+
+def _latent_mask(codec: LatentCodec, valid: torch.Tensor, fold: int) -> torch.Tensor:
+    """Which latents the anchor may hold, from pixel validity ``[N,1,H,W]``: with a pixel codec every latent channel
+    is one pixel (space-to-depth), so exactly the valid pixels, also on a silhouette's partly covered blocks; with an
+    autoencoder, the latents whose whole ``fold x fold`` footprint is valid."""
+    if isinstance(codec, PixelCodec):
+        return F.pixel_unshuffle(valid.expand(-1, 3, -1, -1), codec.factor)
+    return F.avg_pool2d(valid, fold) >= 1.0 - 1e-6

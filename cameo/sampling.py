@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from cameo.diffusion import camera_conditioning
 from cameo.model.codec import LatentCodec
-from cameo.priors import PriorAnchor, prior_anchor, render_priors, set_reference_priors, views_prior
+from cameo.geometry.cloud import fuse_depth
+from cameo.priors import PriorAnchor, cloud_views_prior, prior_anchor, render_priors, set_reference_priors
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction of work done, in [0, 1]."""
@@ -152,13 +153,16 @@ def sample_views(
     ref_depth: torch.Tensor | None = None,
     anchor: float = 0.0,
     anchor_until: float = 1.0,
+    cloud: ColouredPoints | None = None,
 ) -> torch.Tensor:
     """Generate ``M`` target views from ``N`` posed references in one joint sample.
 
     ``ref_images [N,3,H,W]`` in [0, 1]; ``*_K`` pixel intrinsics of ``H x W`` images; ``*_c2w`` OpenCV
     camera-to-world (any world frame and scale: cameras are normalised here relative to the first reference).
     ``ref_depth [N,H,W]`` (z, NaN invalid): the references' depth, warped into the targets as the prior of models
-    that take one (None: targets get an empty prior; ignored by models without a prior). ``anchor`` (strength in
+    that take one (None: targets get an empty prior; ignored by models without a prior). ``cloud``: instead of
+    ``ref_depth``, the references' point cloud (as :func:`generate_trajectory` takes it; e.g. stereo run on the
+    photos before they were resized for the model). ``anchor`` (strength in
     [0, 1]) and ``anchor_until`` (fraction of steps): :class:`cameo.priors.PriorAnchor`, for any model given depth.
     ``schedule``: the model's training schedule (default: :func:`default_training_schedule` with the model's
     ``config.prediction_type``). Returns ``[M,3,H,W]`` in [0, 1].
@@ -179,10 +183,15 @@ def sample_views(
     plucker = camera_conditioning(torch.cat([ref_c2w, target_c2w]), torch.cat([ref_K, target_K]), height, width)
     uses_prior = getattr(model, "uses_prior", False)
     prior = None
-    if _wants_priors(model, anchor, ref_depth is not None):
-        all_K, all_c2w = torch.cat([ref_K, target_K]).float(), torch.cat([ref_c2w, target_c2w]).float()
-        prior = views_prior(ref_images.float().cpu(), None if ref_depth is None else ref_depth.float().cpu(),
-                            ref_K.float(), ref_c2w.float(), all_K, all_c2w, ref_mask[0].cpu(), height, width)[None]
+    if ref_depth is not None and cloud is not None:
+        raise ValueError("pass the references' depth or their point cloud, not both")
+    if _wants_priors(model, anchor, ref_depth is not None or cloud is not None):
+        all_K, all_c2w = torch.cat([ref_K, target_K]).float().cpu(), torch.cat([ref_c2w, target_c2w]).float().cpu()
+        if ref_depth is not None:
+            cloud = fuse_depth(ref_images.float().cpu(), ref_depth.float().cpu(), ref_K.float().cpu(),
+                               ref_c2w.float().cpu(), max_points=ref_depth.numel())
+        prior = cloud_views_prior(cloud, ref_images.float().cpu(), all_K, all_c2w, ref_mask[0].cpu(), height,
+                                  width)[None]
     held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
     generator = torch.Generator().manual_seed(seed)
     latents = denoise(model, ddim_from_training(schedule), clean, ref_mask, plucker[None].to(device), steps, cfg,

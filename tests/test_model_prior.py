@@ -10,6 +10,7 @@ import torch
 
 from cameo.cameras import look_at
 from cameo.model import build_model
+from cameo.geometry.cloud import fuse_depth
 from cameo.priors import depth_cloud, render_priors, set_reference_priors, views_prior
 from cameo.train.config import PriorConfig
 from cameo.train.model_setup import warm_start
@@ -150,6 +151,24 @@ def test_sample_views_with_reference_depth_runs_for_prior_model():
     assert out.shape == (1, 3, size, size) and math.isfinite(float(out.sum()))
 
 
+def test_sample_views_takes_the_references_cloud_instead_of_their_depth():
+    from cameo.model.codec import PixelCodec
+    from cameo.sampling import sample_views
+
+    size = 16
+    model = build_model("tiny-prior", cameo_head="mean").eval()
+    K, c2w = _cameras(3, size)
+    images, depth = torch.rand(2, 3, size, size), torch.full((2, size, size), 3.0)
+    depth[:, :, :5] = float("nan")
+    args = (model, PixelCodec(), images, K[:2], c2w[:2], K[2:], c2w[2:])
+    from_depth = sample_views(*args, steps=2, seed=3, ref_depth=depth)
+    cloud = fuse_depth(images, depth, K[:2], c2w[:2], max_points=depth.numel())
+    torch.testing.assert_close(sample_views(*args, steps=2, seed=3, cloud=cloud), from_depth)
+    assert float((sample_views(*args, steps=2, seed=3) - from_depth).abs().max()) > 0  # the cloud is read
+    with pytest.raises(ValueError, match="not both"):
+        sample_views(*args, steps=1, ref_depth=depth, cloud=cloud)
+
+
 def test_full_anchor_keeps_the_prior_where_valid_and_leaves_holes_to_the_model():
     from cameo.model.codec import PixelCodec
     from cameo.sampling import sample_views
@@ -171,3 +190,19 @@ def test_full_anchor_keeps_the_prior_where_valid_and_leaves_holes_to_the_model()
         assert float((held[:, ~valid] - free[:, ~valid]).abs().max()) > 0  # the holes see the anchored context
     with pytest.raises(ValueError, match="anchor"):
         sample_views(model, PixelCodec(), images, K[:2], c2w[:2], K[2:], c2w[2:], steps=1, ref_depth=depth, anchor=2.0)
+
+
+def test_pixel_codec_anchor_holds_every_valid_pixel_also_on_partly_covered_blocks():
+    from cameo.model.codec import PixelCodec
+    from cameo.priors import prior_anchor
+
+    prior = torch.rand(1, 2, 4, 8, 8)
+    valid = torch.zeros(8, 8)
+    valid[:, :3] = 1  # columns 0-2: the 2x2 blocks of columns 2-3 are half valid
+    prior[:, :, 3] = valid
+    codec = PixelCodec(factor=2)
+    anchor = prior_anchor(codec, prior, 1.0)
+    assert anchor.mask.shape == (1, 2, 12, 4, 4)
+    held = codec.decode(anchor.mask * anchor.latents + (1 - anchor.mask) * codec.encode(torch.zeros(1, 2, 3, 8, 8)))
+    torch.testing.assert_close(held[..., :3], prior[:, :, :3, :, :3])  # every valid pixel, column 2 included
+    assert float(held[..., 3:].abs().max()) == 0.0  # invalid pixels are left to the model

@@ -1,10 +1,10 @@
-"""Trivial predictions every model must beat, and the reference depth that the warped prior is built from.
+"""Trivial predictions every model must beat, and the reference point cloud that the warped prior is built from.
 
 A model score means nothing alone: ``cameo-eval nvs`` scores these on the same scenes and views beside the model.
 - ``mean colour``: a flat image of the references' mean colour;
 - ``nearest reference``: the reference whose camera centre is closest to the target's, copied;
-- ``warped prior (stereo|gt depth)``: the references forward-warped into the target through their depth
-  (the model's prior, :mod:`cameo.priors`), holes filled with the references' mean colour.
+- ``warped prior (stereo|gt depth)``: the references' point cloud rendered into the target (the model's prior,
+  :mod:`cameo.priors`), holes filled with the references' mean colour.
 """
 
 from __future__ import annotations
@@ -13,30 +13,33 @@ from typing import Literal
 
 import torch
 
-from cameo.priors import depth_cloud, render_priors
+from cameo.geometry.cloud import PointCloud, fuse_depth, scene_point_cloud
+from cameo.priors import render_priors
 
 DepthSource = Literal["stereo", "gt", "none"]
 DEPTH_SOURCES: tuple[str, ...] = ("stereo", "gt", "none")
 
 
-def reference_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, gt_depth: torch.Tensor | None,
-                    source: DepthSource) -> torch.Tensor | None:
-    """Depth ``[N,H,W]`` (NaN invalid) of ``N`` references as ``cameo-recon`` would have it.
+def reference_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, gt_depth: torch.Tensor | None,
+                    source: DepthSource, photos: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> PointCloud | None:
+    """The point cloud of ``N`` references (``images [N,3,H,W]``, ``K``, ``c2w``) as ``cameo-recon`` would have it.
 
-    ``stereo``: two-view stereo between the two references, plain holes filled (None for a single reference: one
-    photo gives no depth); ``gt``: the scene's exact depth; ``none``: no depth.
+    ``stereo``: two-view stereo between the two references, plain holes filled, run on ``photos`` (the references'
+    images and intrinsics before they were resized for the model) when given, as ``cameo-recon`` runs it on the
+    input photos (None for a single reference: one photo gives no depth); ``gt``: the scene's exact depth
+    ``gt_depth [N,H,W]``; ``none``: no cloud.
     """
     if source == "none":
         return None
     if source == "gt":
         if gt_depth is None:
             raise ValueError("depth source 'gt' needs the scenes' ground-truth depth")
-        return gt_depth
+        return fuse_depth(images.float(), gt_depth.float(), K.float(), c2w.float(), max_points=gt_depth.numel())
     if images.shape[0] != 2:
         return None
-    from cameo.geometry.cloud import stereo_depth
-
-    return stereo_depth(images, K, c2w)[0]
+    photo_images, photo_K = photos if photos is not None else (images, K)
+    return scene_point_cloud(photo_images, photo_K, c2w)
 
 
 def mean_colour(ref_images: torch.Tensor, count: int) -> torch.Tensor:
@@ -51,25 +54,24 @@ def nearest_reference(ref_images: torch.Tensor, ref_c2w: torch.Tensor, target_c2
     return ref_images[distance.argmin(dim=1)].clone()
 
 
-def warped_references(ref_images: torch.Tensor, ref_depth: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
-                      target_K: torch.Tensor, target_c2w: torch.Tensor) -> torch.Tensor:
-    """The references warped into the targets through ``ref_depth``, holes = the references' mean colour."""
+def warped_references(ref_images: torch.Tensor, cloud: PointCloud, target_K: torch.Tensor,
+                      target_c2w: torch.Tensor) -> torch.Tensor:
+    """The references' ``cloud`` rendered into the targets, holes = the references' mean colour."""
     height, width = ref_images.shape[-2:]
-    prior = render_priors(*depth_cloud(ref_images.float(), ref_depth.float(), ref_K.float(), ref_c2w.float()),
-                          target_K.float(), target_c2w.float(), height, width)
+    prior = render_priors(cloud.points, cloud.colors, cloud.sizes, target_K.float(), target_c2w.float(), height, width)
     fill = mean_colour(ref_images, target_K.shape[0])
     return torch.where(prior[:, 3:] > 0, prior[:, :3], fill)
 
 
-def trivial_predictions(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor, target_K: torch.Tensor,
-                        target_c2w: torch.Tensor, depths: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
-    """Every baseline's targets ``[M,3,H,W]`` by name; ``depths``: reference depth per source (None = skipped)."""
+def trivial_predictions(ref_images: torch.Tensor, ref_c2w: torch.Tensor, target_K: torch.Tensor,
+                        target_c2w: torch.Tensor, clouds: dict[str, PointCloud | None]) -> dict[str, torch.Tensor]:
+    """Every baseline's targets ``[M,3,H,W]`` by name; ``clouds``: the references' cloud per depth source (None =
+    skipped)."""
     out = {
         "mean colour": mean_colour(ref_images, target_K.shape[0]),
         "nearest reference": nearest_reference(ref_images, ref_c2w, target_c2w),
     }
-    for source, depth in depths.items():
-        if depth is not None:
-            out[f"warped prior ({source} depth)"] = warped_references(ref_images, depth, ref_K, ref_c2w, target_K,
-                                                                      target_c2w)
+    for source, cloud in clouds.items():
+        if cloud is not None:
+            out[f"warped prior ({source} depth)"] = warped_references(ref_images, cloud, target_K, target_c2w)
     return out

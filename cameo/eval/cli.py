@@ -58,9 +58,10 @@ def _load(args: argparse.Namespace):
 def _scenes(args: argparse.Namespace, image_size: int):
     from cameo.eval.nvs import mixed_procedural_scenes, procedural_scenes
 
+    photos = getattr(args, "photo_size", 0) or None  # only nvs has --photo-size
     if args.kind == "mixed":
-        return mixed_procedural_scenes(args.scenes, image_size, args.data_seed)
-    return list(procedural_scenes(args.scenes, args.kind, image_size, args.data_seed))
+        return mixed_procedural_scenes(args.scenes, image_size, args.data_seed, photos)
+    return list(procedural_scenes(args.scenes, args.kind, image_size, args.data_seed, photo_resolution=photos))
 
 
 def _layers(model, spec: str) -> list[str]:
@@ -209,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-source", nargs="+", default=["stereo", "gt"], choices=DEPTH_SOURCES,
                    help="references' depth for models with a warped prior, one scored row each: stereo (between the "
                         "two references of 2-to-2, as cameo-recon does; none in 1-to-3), gt (exact), none")
+    p.add_argument("--photo-size", type=int, default=256,
+                   help="render each scene a second time at this size as its photos, on which stereo runs as "
+                        "cameo-recon runs it on input photos (the demo scenes' photos are 256 px); 0: stereo on "
+                        "the model-resolution images")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the trivial baselines (mean colour, nearest reference, warped prior alone)")
     p.add_argument("--anchor", type=float, nargs="+", default=[0.0],

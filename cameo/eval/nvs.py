@@ -14,12 +14,13 @@ import torch
 
 from cameo.cameras import unproject_depth
 from cameo.diffusion import camera_conditioning, denoising_loss, noise_targets
-from cameo.eval.baselines import DepthSource, reference_depth, trivial_predictions
+from cameo.eval.baselines import DepthSource, reference_cloud, trivial_predictions
 from cameo.eval.attention_viz import attended_points, draw_attention, query_lattice
 from cameo.eval.metrics import ImageMetrics, psnr
 from cameo.eval.probe3d import (attention_precision, correspondence_precision, probe_pair, relative_rotation_deg,
                                 rotation_bin, scale_relative_threshold)
-from cameo.priors import views_prior
+from cameo.geometry.cloud import PointCloud
+from cameo.priors import cloud_views_prior, views_prior
 from cameo.sampling import sample_views
 
 SETTINGS = {"1-to-3": 1, "2-to-2": 2}
@@ -41,26 +42,35 @@ class EvalScene:
     pointmaps: torch.Tensor
     depth: torch.Tensor | None = None
     """``[V,H,W]`` z-depth (NaN = no surface) when known."""
+    photos: tuple[torch.Tensor, torch.Tensor] | None = None
+    """The views as photos, before the resize to the model's resolution: ``images [V,3,Hp,Wp]`` and their ``K``.
+    Stereo runs on these, as ``cameo-recon`` runs it on the input photos (None: on ``images``)."""
 
 
 def procedural_scenes(count: int, kind: str = "object", resolution: int = 64, seed: int = 0,
-                      views: int = 4) -> Iterator[EvalScene]:
-    """Held-out procedural scenes (``demo`` split), rendered on the fly with exact depth."""
+                      views: int = 4, photo_resolution: int | None = None) -> Iterator[EvalScene]:
+    """Held-out procedural scenes (``demo`` split), rendered on the fly with exact depth; with ``photo_resolution``
+    rendered a second time at that size as the scene's photos (the bundled demo scenes' photos are 256 px)."""
     from cameo.data.procedural import generate_scene
 
     for index in range(count):
         scene = generate_scene(kind, seed, index, views=views, resolution=resolution, split="demo")
         K, c2w = torch.from_numpy(scene.K), torch.from_numpy(scene.c2w)
         depth = torch.from_numpy(scene.depth)
+        photos = None
+        if photo_resolution:
+            big = generate_scene(kind, seed, index, views=views, resolution=photo_resolution, split="demo")
+            photos = torch.from_numpy(big.rgb).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(big.K)
         yield EvalScene(scene.scene_id, torch.from_numpy(scene.rgb).permute(0, 3, 1, 2).float() / 255, K, c2w,
-                        unproject_depth(depth, K, c2w).permute(0, 3, 1, 2), depth.float())
+                        unproject_depth(depth, K, c2w).permute(0, 3, 1, 2), depth.float(), photos)
 
 
-def mixed_procedural_scenes(count: int, resolution: int = 64, seed: int = 0) -> list[EvalScene]:
+def mixed_procedural_scenes(count: int, resolution: int = 64, seed: int = 0,
+                            photo_resolution: int | None = None) -> list[EvalScene]:
     """``count`` held-out scenes, half object-centric then half rooms (the benchmark's evaluation set)."""
     half = count // 2
-    return (list(procedural_scenes(half, "object", resolution, seed))
-            + list(procedural_scenes(count - half, "room", resolution, seed)))
+    return (list(procedural_scenes(half, "object", resolution, seed, photo_resolution=photo_resolution))
+            + list(procedural_scenes(count - half, "room", resolution, seed, photo_resolution=photo_resolution)))
 
 
 @dataclass
@@ -79,8 +89,9 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
     """Generate the targets of every scene in every setting and score them against the ground truth.
 
     Rows carry a ``method``: ``model`` (models without a prior), ``model (<source> prior)`` for each of
-    ``depth_sources`` (models with a prior: the references' depth from stereo between the two references as
-    ``cameo-recon`` computes it, the exact depth, or none; 1-to-3 has no stereo), and with ``baselines`` the trivial
+    ``depth_sources`` (models with a prior: the references' point cloud from stereo between the two references as
+    ``cameo-recon`` computes it, on the scene's photos when it has them; the exact depth; or none; 1-to-3 has no
+    stereo), and with ``baselines`` the trivial
     predictions of :mod:`cameo.eval.baselines` on the same views. ``perturb``: layers replaced by identity
     attention during generation (empty = the normal model). ``anchors``: sampler anchor strengths to compare
     (:class:`cameo.priors.PriorAnchor`; 0 = none), each its own method. Pictures show the first model method.
@@ -91,8 +102,9 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
         for setting in examples:
             n = SETTINGS[setting]
             refs, gt = scene.images[:n], scene.images[n:]
-            depths = {src: reference_depth(refs, scene.K[:n], scene.c2w[:n],
-                                           None if scene.depth is None else scene.depth[:n], src)
+            photos = None if scene.photos is None else (scene.photos[0][:n], scene.photos[1][:n])
+            clouds = {src: reference_cloud(refs, scene.K[:n], scene.c2w[:n],
+                                           None if scene.depth is None else scene.depth[:n], src, photos)
                       for src in {*sources, *(("stereo", "gt") if baselines and scene.depth is not None else ())}}
             predictions = {}
             for src in sources:
@@ -100,13 +112,13 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                     with model.attention_control(perturb=list(perturb)):
                         predictions[_method(src, anchor)] = sample_views(
                             model, codec, refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:], steps=steps,
-                            cfg=cfg, seed=seed, schedule=schedule, ref_depth=depths[src], anchor=anchor,
+                            cfg=cfg, seed=seed, schedule=schedule, cloud=clouds[src], anchor=anchor,
                             anchor_until=anchor_until)
-            shown = _warped_prior(refs, depths.get(sources[0]), scene, n)
+            shown = _warped_prior(refs, clouds.get(sources[0]), scene, n)
             examples[setting].append((refs, gt, *shown, next(iter(predictions.values()))))
             if baselines:
-                predictions.update(trivial_predictions(refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:],
-                                                       {src: depths.get(src) for src in ("stereo", "gt")}))
+                predictions.update(trivial_predictions(refs, scene.c2w[:n], scene.K[n:], scene.c2w[n:],
+                                                       {src: clouds.get(src) for src in ("stereo", "gt")}))
             for method, pred in predictions.items():
                 values = metrics(pred, gt)
                 for v in range(len(gt)):
@@ -115,12 +127,12 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
     return NVSResult(rows, examples)
 
 
-def _warped_prior(refs: torch.Tensor, depth: torch.Tensor | None, scene: EvalScene, n: int) -> tuple[torch.Tensor, ...]:
+def _warped_prior(refs: torch.Tensor, cloud: PointCloud | None, scene: EvalScene, n: int) -> tuple[torch.Tensor, ...]:
     """The targets' warped prior as a picture column (black holes), or nothing without depth."""
-    if depth is None:
+    if cloud is None:
         return ()
     views = torch.arange(len(scene.K)) < n
-    prior = views_prior(refs, depth, scene.K[:n], scene.c2w[:n], scene.K, scene.c2w, views, *refs.shape[-2:])
+    prior = cloud_views_prior(cloud, refs, scene.K, scene.c2w, views, *refs.shape[-2:])
     return (prior[n:, :3] * prior[n:, 3:],)
 
 
