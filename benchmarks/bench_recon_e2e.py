@@ -12,8 +12,8 @@ those of the real architecture; the images are noise).
 With ``--scene`` (a demo scene: its ``gt/`` holds every view of the capture) the ply is also scored on the views
 that were not inputs: PSNR / SSIM at the model resolution (resized + centre-cropped, the numbers before the fit kept
 the inputs' resolution) and at the inputs' fitting resolution (whole field of view), and the input views' re-render
-PSNR at their fitting resolution. ``--inputs-only-too``, ``--also-generated-weights`` and ``--also-falloffs`` refit
-the same views (no new generation) and score each the same way; ``--out`` gets ``e2e.png`` (per held-out view the
+PSNR at their fitting resolution. ``--inputs-only-too``, ``--also-generated-weights``, ``--also-falloffs`` and
+``--also-fit`` (other FitConfig values) refit the same views (no new generation) and score each the same way; ``--out`` gets ``e2e.png`` (per held-out view the
 ground truth and each arm's render). ``--cloud gt`` initialises from the demo scene's ground-truth depth
 (``gt/depth.npy``, written by ``cameo-data demo``) instead of stereo, to separate the fit from stereo errors;
 ``--cloud matches`` keeps stereo's matches only (no depth interpolated into plain holes).
@@ -37,7 +37,7 @@ from PIL import Image
 
 from cameo.cameras import center_crop_with_intrinsics, resize_with_intrinsics, unproject_depth
 from cameo.data.demo import make_demo_scenes
-from cameo.eval.metrics import psnr, ssim
+from cameo.eval.metrics import ImageMetrics, psnr, ssim
 from cameo.geometry.cloud import scene_point_cloud
 from cameo.model import build_codec, build_model, get_spec
 from cameo.model_folder import CameoModel, ModelConfig, default_model_dir
@@ -45,7 +45,7 @@ from cameo.sampling import default_training_schedule
 from cameo.scene import Scene, load_scene, make_frames, save_scene
 from cameo.train.config import load_config
 from recon import pipeline
-from recon.fit import fit_gaussians
+from recon.fit import FitConfig, fit_gaussians
 from recon.pipeline import ReconOptions, fit_config, fit_resolution, run_reconstruction, view_weights
 from recon.splats import Splats, render
 
@@ -85,6 +85,9 @@ def main() -> None:
                              "(no plain holes filled), the demo scene's gt depth, or none")
     parser.add_argument("--also-falloffs", type=float, nargs="*", default=[], metavar="B",
                         help="with --scene: also refit with these CAT3D distance falloffs and score each")
+    parser.add_argument("--also-fit", nargs="*", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
+                        help="refit the same views with these recon.fit.FitConfig fields changed, one arm each "
+                             "(e.g. iterations=400 patch=128,max_gaussians=40000)")
     parser.add_argument("--cfg", type=float, default=d.cfg)
     parser.add_argument("--anchor", type=float, default=d.anchor)
     parser.add_argument("--anchor-until", type=float, default=d.anchor_until)
@@ -145,7 +148,7 @@ def main() -> None:
     print(f"| **total** | **{total:.2f}** |")
     if (Path(scene_file).parent / "gt" / "cameras.json").is_file():
         arms = {f"inputs + generated views (weight {args.generated_weight:g}, falloff {args.distance_falloff:g})":
-                result.splats}
+                (result.splats, result.stage_seconds["fit"])}
         arms.update(refits(scene, result, options, args))
         score_against_ground_truth(Path(scene_file), result, arms, pretrained.image_size, out)
 
@@ -208,18 +211,21 @@ def gt_depth_cloud(scene_file: Path) -> SimpleNamespace:
                            sizes=(0.5 * depth / K[:, 0, 0, None, None])[valid])  # half a pixel, as stereo
 
 
-def refits(scene, result, options: ReconOptions, args: argparse.Namespace) -> dict[str, Splats]:
-    """The same views refitted: inputs alone, other generated-view weights, other distance falloffs."""
+def refits(scene, result, options: ReconOptions, args: argparse.Namespace) -> dict[str, tuple[Splats, float]]:
+    """The same views refitted (inputs alone, other generated-view weights, distance falloffs, fit settings): per
+    arm the splats and the fit's seconds."""
     cloud = pipeline.input_point_cloud(scene.load_images(), scene.K, scene.c2w, scene.load_depths())
     observed = torch.zeros(len(result.images), dtype=torch.bool)
     observed[list(result.input_indices)] = True
 
-    def fit(weight: float, falloff: float, only_inputs: bool = False) -> Splats:
+    def fit(weight: float, falloff: float, only_inputs: bool = False, **changes) -> tuple[Splats, float]:
         idx = list(result.input_indices) if only_inputs else list(range(len(result.images)))
-        cfg = replace(fit_config(options), distance_falloff=falloff)
-        return fit_gaussians([result.images[i] for i in idx], result.K[idx], result.c2w[idx], cfg, cloud=cloud,
-                             observed=observed[idx], show_progress=True,
-                             view_weights=view_weights(len(result.c2w), result.input_indices, weight)[idx])
+        cfg = replace(fit_config(options), distance_falloff=falloff, **changes)
+        start = time.perf_counter()
+        splats = fit_gaussians([result.images[i] for i in idx], result.K[idx], result.c2w[idx], cfg, cloud=cloud,
+                               observed=observed[idx], show_progress=True,
+                               view_weights=view_weights(len(result.c2w), result.input_indices, weight)[idx])
+        return splats, time.perf_counter() - start
 
     arms = {}
     for weight in args.also_generated_weights:
@@ -228,9 +234,24 @@ def refits(scene, result, options: ReconOptions, args: argparse.Namespace) -> di
     for falloff in args.also_falloffs:
         arms[f"inputs + generated views (weight {args.generated_weight:g}, falloff {falloff:g})"] = \
             fit(args.generated_weight, falloff)
+    for spec in args.also_fit:
+        arms[f"inputs + generated views ({spec})"] = fit(args.generated_weight, args.distance_falloff,
+                                                        **fit_changes(spec))
     if args.inputs_only_too:
         arms["input views only"] = fit(1.0, 0.0, only_inputs=True)
     return arms
+
+
+def fit_changes(spec: str) -> dict:
+    """``"iterations=400,patch=128"`` -> FitConfig field values, typed like the fields' defaults."""
+    defaults = FitConfig()
+    changes = {}
+    for item in spec.split(","):
+        name, _, value = item.partition("=")
+        if not hasattr(defaults, name):
+            raise SystemExit(f"--also-fit: FitConfig has no field {name!r}")
+        changes[name] = type(getattr(defaults, name))(value)
+    return changes
 
 
 def held_out_full(scene_file: Path, max_side: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -240,24 +261,28 @@ def held_out_full(scene_file: Path, max_side: int) -> tuple[torch.Tensor, torch.
     return images, K, c2w
 
 
-def score_against_ground_truth(scene_file: Path, result, arms: dict[str, Splats], size: int, out: Path) -> None:
-    """PSNR / SSIM of each arm's renders at the held-out ground-truth cameras (model resolution and full field of
-    view at the inputs' fitting size), the input views' re-render PSNR; a picture of the held-out views."""
+def score_against_ground_truth(scene_file: Path, result, arms: dict[str, tuple[Splats, float]], size: int,
+                               out: Path) -> None:
+    """PSNR / SSIM of each arm's renders at the held-out ground-truth cameras (model resolution, and full field of
+    view at the inputs' fitting size with LPIPS too), the input views' re-render PSNR; a picture of the held-out
+    views."""
     images, K, c2w, keep = held_out_views(scene_file, size)
     full, K_full, _ = held_out_full(scene_file, min(result.images[result.input_indices[0]].shape[-2:]))
     idx = list(result.input_indices)
     inputs = [result.images[i] for i in idx]
     print(f"\nheld-out ground-truth views {keep} of {scene_file}: at {size}px (model resolution, centre crop) and at "
           f"{tuple(full.shape[-2:])} (fitting resolution)\n")
-    print(f"| Gaussians fitted to | Gaussians | held-out PSNR / SSIM ({size}px) | held-out PSNR / SSIM (full) | "
-          "input re-render PSNR |\n|---|---|---|---|---|")
+    lpips = ImageMetrics(lpips_net="vgg").lpips
+    print(f"| Gaussians fitted to | Gaussians | fit s | held-out PSNR / SSIM ({size}px) | held-out PSNR / SSIM / "
+          "LPIPS-VGG (full) | input re-render PSNR |\n|---|---|---|---|---|---|")
     rows = {}
-    for name, splats in arms.items():
+    for name, (splats, seconds) in arms.items():
         rows[name] = render(splats, K, c2w, size, size)
         wide = render(splats, K_full, c2w, full.shape[-1], full.shape[-2])
         again = render(splats, result.K[idx], result.c2w[idx], inputs[0].shape[-1], inputs[0].shape[-2])
-        print(f"| {name} | {len(splats)} | {psnr(rows[name], images).mean():.2f} / {ssim(rows[name], images).mean():.3f}"
-              f" | {psnr(wide, full).mean():.2f} / {ssim(wide, full).mean():.3f} | "
+        print(f"| {name} | {len(splats)} | {seconds:.0f} | {psnr(rows[name], images).mean():.2f} / "
+              f"{ssim(rows[name], images).mean():.3f} | {psnr(wide, full).mean():.2f} / {ssim(wide, full).mean():.3f} / "
+              f"{lpips(wide, full).mean():.3f} | "
               f"{psnr(again, torch.stack(inputs)).mean():.2f} |")
     strips = [torch.cat(list(images), -1)] + [torch.cat(list(r), -1) for r in rows.values()]
     grid = (torch.cat(strips, -2).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

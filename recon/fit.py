@@ -37,7 +37,7 @@ FILL_MAX_SIZE = 4.0  # largest fill Gaussian, in median cloud-Gaussian sizes
 class FitConfig:
     """Fitting hyper-parameters. Refinement iterations default to simple_trainer's fractions of the run."""
 
-    iterations: int = 300  # with a point-cloud start; see ReconOptions for how the defaults were chosen
+    iterations: int = 400  # with a point-cloud start; see ReconOptions for how the defaults were chosen
     views_per_step: int = 4
     patch: int = 96  # views larger than this are fitted through random patches of this size (pixels a side)
     observed_every: int = 2  # every this many steps renders observed views (the rest generated ones)

@@ -114,22 +114,10 @@ def test_view_weights_scale_each_views_pull_on_the_splats():
             fit(images, bad)
 
 
-def test_default_lpips_weight_follows_the_installed_weights(tmp_path, monkeypatch):
-    """The paper's L1 + SSIM + LPIPS by default when LPIPS is installed; L1 + SSIM (not an error) when it is not."""
-    from recon.pipeline import DEFAULT_LPIPS_WEIGHT, effective_lpips_weight, lpips_installed
-
-    assert effective_lpips_weight(0.0) == 0.0 and effective_lpips_weight(0.3) == 0.3
-    installed = lpips_installed()
-    assert effective_lpips_weight(None) == (DEFAULT_LPIPS_WEIGHT if installed else 0.0)
-    monkeypatch.setenv("CAMEO_CACHE", str(tmp_path / "empty"))
-    monkeypatch.setattr("cameo.eval.lpips._torchvision_and_lpips_files", lambda net: None)
-    assert not lpips_installed() and effective_lpips_weight(None) == 0.0
-
-
 def test_fit_with_lpips_runs_on_images_smaller_than_alexnet_needs():
-    from recon.pipeline import lpips_installed
+    from cameo.eval.lpips import lpips_weights_found
 
-    if not lpips_installed():
+    if not lpips_weights_found("alex"):
         pytest.skip("LPIPS weights not installed (run `cameo-eval install-lpips`)")
     K, c2w = _cameras(2, 16)
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
