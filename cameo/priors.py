@@ -18,19 +18,6 @@ from cameo.geometry.warp import render_points
 from cameo.model.codec import LatentCodec, PixelCodec
 
 
-def depth_cloud(
-    images: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Points ``[N,3]``, colours ``[N,3]`` and world radii ``[N]`` of every finite, positive depth pixel (on the CPU).
-
-    ``images [R,3,H,W]``, ``depth [R,H,W]`` (z; NaN or <= 0 invalid), ``K [R,3,3]``, ``c2w [R,4,4]``: the inputs'
-    fused cloud (:func:`cameo.geometry.cloud.fuse_depth`) without subsampling. A point's radius is half its pixel's
-    footprint at its depth, so a render from the same distance covers the image.
-    """
-    cloud = fuse_depth(images, depth, K, c2w, max_points=depth.numel())
-    return cloud.points, cloud.colors, cloud.sizes
-
-
 def render_priors(
     points: torch.Tensor, colors: torch.Tensor, sizes: torch.Tensor | None, K: torch.Tensor, c2w: torch.Tensor,
     height: int, width: int,
