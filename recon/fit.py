@@ -63,7 +63,6 @@ class FitConfig:
     refine_stop: int | None = None  # default: 50 %
     refine_every: int | None = None  # default: 2.5 %, at least 25 steps
     grow_grad2d: float = 2e-4
-    max_pairs: int = 1 << 22  # CPU rasteriser memory bound
     seed: int = 0
 
 
@@ -117,7 +116,6 @@ def _fit(views: FitViews, cfg: FitConfig, progress: ProgressCallback | None, clo
             params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
             torch.cat([params["sh0"], params["shN"]], 1), viewmats[batch.index.to(device)], batch.intrinsics(K),
             batch.width, batch.height, sh_degree=min(step // sh_every, cfg.sh_degree), backgrounds=bg,
-            max_pairs=cfg.max_pairs,
         )
         pred, target = render.permute(0, 3, 1, 2), batch.targets(views, device)
         weights = trust_weights(views, distance, step, cfg.iterations, cfg.distance_falloff)[batch.index]
