@@ -40,7 +40,7 @@ def random_scene(n: int, n_cams: int, size: int, seed: int = 0) -> dict[str, tor
 
 def baseline_rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height):
     """The straightforward compositor: radius-box pairs, argsort by (pixel, depth), autograd everywhere."""
-    C, N = viewmats.shape[0], means.shape[0]
+    C = viewmats.shape[0]
     radii, means2d, depths, conics, _ = project_gaussians(means, covariances(quats, scales), viewmats, Ks, width, height)
     with torch.no_grad():
         cam, gid = torch.nonzero((radii > 0).all(-1), as_tuple=True)
