@@ -52,8 +52,9 @@ def ddim_from_training(schedule: DDPMScheduler | dict) -> DDIMScheduler:
     config = dict(schedule.config if isinstance(schedule, DDPMScheduler) else schedule)
     if config.get("prediction_type") not in ("epsilon", "v_prediction"):
         raise ValueError(f"unsupported prediction_type {config.get('prediction_type')!r} (epsilon or v_prediction)")
-    config.update(clip_sample=False, set_alpha_to_one=True)
-    return DDIMScheduler.from_config(config)
+    # as keyword arguments: values in the dict that the source recorded as its defaults (``_use_default_values``)
+    # are dropped by from_config, so an update of the dict alone could leave DDIM's own clip_sample=True
+    return DDIMScheduler.from_config(config, clip_sample=False, set_alpha_to_one=True)
 
 
 def denoise(
@@ -69,17 +70,23 @@ def denoise(
     noise: torch.Tensor | None = None,
     prior: torch.Tensor | None = None,
     anchor: PriorAnchor | None = None,
+    stop: float = 1.0,
 ) -> torch.Tensor:
     """DDIM-sample the target views of ``clean [B,F,C,h,w]`` (only its reference views are read).
 
     ``ref_mask [B,F]`` marks references, ``plucker [B,F,6,H,W]`` the normalised camera rays, ``prior [B,F,4,H,W]``
     the warped-reference prior of models that take one (dropped with the camera in the unconditional branch);
-    ``anchor`` pulls each step's clean estimate toward that prior where it is valid. Returns the latents
+    ``anchor`` pulls each step's clean estimate toward that prior where it is valid. ``stop`` in (0, 1]: the
+    fraction of the ``steps`` run; the last one run returns its clean estimate (with ``stop`` 1 that is exactly
+    DDIM's final step, whose ``alpha_prev`` is 1; below 1 it is the model's posterior-mean estimate at that noise
+    level, which a small model gives smoother than its full sample). Returns the latents
     ``[B,F,C,h,w]`` with the references unchanged. Initial noise is drawn on the CPU from ``generator`` so results
     depend only on the seed, not on the device; ``noise`` (shaped like ``clean``) overrides the draw.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0.0 < stop <= 1.0:
+        raise ValueError(f"stop must lie in (0, 1], got {stop}")
     b = clean.shape[0]
     device = clean.device
     ref_mask = ref_mask.to(device)
@@ -96,7 +103,8 @@ def denoise(
     # camera-only models (and stand-ins following the older call contract) take no prior argument
     extra = {} if prior is None else {"prior": prior.to(device).repeat(reps, 1, 1, 1, 1)}
     scheduler.set_timesteps(steps, device=device)
-    for i, t in enumerate(scheduler.timesteps):
+    run = max(1, round(stop * steps))
+    for i, t in enumerate(scheduler.timesteps[:run]):
         timesteps = torch.where(ref_mask, torch.zeros_like(t), t).long()
         with torch.no_grad():
             pred = model(x.repeat(reps, 1, 1, 1, 1), timesteps.repeat(reps, 1), plucker_in, mask_in,
@@ -105,12 +113,13 @@ def denoise(
             cond, uncond = pred.chunk(2)
             pred = uncond + cfg * (cond - uncond)
         out = scheduler.step(pred.flatten(0, 1), t, x.flatten(0, 1), eta=0.0)
-        x = out.prev_sample.view_as(x)
-        if anchor is not None and anchor.active(i, len(scheduler.timesteps)):
-            x = _anchored(x, out.pred_original_sample.view_as(x), anchor, scheduler, t)
+        last = i == run - 1
+        x = (out.pred_original_sample if last else out.prev_sample).view_as(x)
+        if anchor is not None and anchor.active(i, steps):
+            x = _anchored(x, out.pred_original_sample.view_as(x), anchor, scheduler, None if last else t)
         x = torch.where(keep, clean, x)  # references stay clean
         if progress is not None:
-            progress((i + 1) / len(scheduler.timesteps))
+            progress((i + 1) / run)
     return x
 
 
@@ -120,13 +129,16 @@ def _wants_priors(model: torch.nn.Module, anchor: float, has_depth: bool) -> boo
 
 
 def _anchored(
-    x: torch.Tensor, x0: torch.Tensor, anchor: PriorAnchor, scheduler: DDIMScheduler, t: torch.Tensor
+    x: torch.Tensor, x0: torch.Tensor, anchor: PriorAnchor, scheduler: DDIMScheduler, t: torch.Tensor | None
 ) -> torch.Tensor:
     """``x_prev`` of a DDIM (eta 0) step whose clean estimate ``x0`` moved toward the anchor, its noise kept:
-    DDIM writes ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps``, so the move shifts ``x_prev`` linearly."""
-    # the previous timestep as DDIMScheduler.step computes it (diffusers exposes no helper for it)
-    prev = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    abar = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+    DDIM writes ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps``, so the move shifts ``x_prev`` linearly.
+    ``t`` None: ``x`` is the clean estimate itself (``abar_prev`` 1)."""
+    if t is None:
+        abar = torch.ones(())
+    else:  # the previous timestep as DDIMScheduler.step computes it (diffusers exposes no helper for it)
+        prev = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        abar = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
     shift = anchor.strength * anchor.mask.to(x.device) * (anchor.latents.to(x.device) - x0)
     return x + abar.to(x.device, x.dtype).sqrt() * shift
 
@@ -154,6 +166,7 @@ def sample_views(
     anchor: float = 0.0,
     anchor_until: float = 1.0,
     cloud: ColouredPoints | None = None,
+    stop: float = 1.0,
 ) -> torch.Tensor:
     """Generate ``M`` target views from ``N`` posed references in one joint sample.
 
@@ -164,6 +177,7 @@ def sample_views(
     ``ref_depth``, the references' point cloud (as :func:`generate_trajectory` takes it; e.g. stereo run on the
     photos before they were resized for the model). ``anchor`` (strength in
     [0, 1]) and ``anchor_until`` (fraction of steps): :class:`cameo.priors.PriorAnchor`, for any model given depth.
+    ``stop``: the fraction of the DDIM steps run (:func:`denoise`).
     ``schedule``: the model's training schedule (default: :func:`default_training_schedule` with the model's
     ``config.prediction_type``). Returns ``[M,3,H,W]`` in [0, 1].
     """
@@ -195,7 +209,7 @@ def sample_views(
     held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
     generator = torch.Generator().manual_seed(seed)
     latents = denoise(model, ddim_from_training(schedule), clean, ref_mask, plucker[None].to(device), steps, cfg,
-                      generator, progress, prior=prior if uses_prior else None, anchor=held)
+                      generator, progress, prior=prior if uses_prior else None, anchor=held, stop=stop)
     with torch.no_grad():
         images = codec.decode(latents[0, n:])
     return images.float().clamp(0, 1).cpu()
@@ -282,6 +296,7 @@ def generate_trajectory(
     cloud: ColouredPoints | None = None,
     anchor: float = 0.0,
     anchor_until: float = 1.0,
+    stop: float = 1.0,
 ) -> torch.Tensor:
     """Generate every view of a camera path with a multi-pass group plan (trajectories.plan.plan_generation).
 
@@ -293,7 +308,7 @@ def generate_trajectory(
     ``cloud``: the inputs' point cloud (``points [N,3]``, ``colors [N,3]``, world radii ``sizes [N]``) in the path's
     world frame, rendered into every path view as the prior of models that take one (None: empty priors); conditioning
     views see themselves (inputs, or views generated in an earlier pass). ``anchor``, ``anchor_until``: as in
-    :func:`sample_views` (needs ``cloud``). Returns all ``V`` images ``[V,3,H,W]``
+    :func:`sample_views` (needs ``cloud``); ``stop``: the fraction of the DDIM steps run (:func:`denoise`). Returns all ``V`` images ``[V,3,H,W]``
     in [0, 1] (the inputs as given).
     """
     if input_images.ndim != 4 or input_images.shape[1] != 3:
@@ -345,7 +360,7 @@ def generate_trajectory(
 
                 held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
                 out = denoise(model, scheduler, clean, ref_mask, plucker, steps, cfg, progress=report, noise=noise,
-                              prior=prior if uses_prior else None, anchor=held)
+                              prior=prior if uses_prior else None, anchor=held, stop=stop)
                 targets = views[:, n_cond:].reshape(-1)
                 latents[targets.to(device)] = out[:, n_cond:].flatten(0, 1)
                 with torch.no_grad():

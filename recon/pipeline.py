@@ -83,6 +83,12 @@ class ReconOptions:
     (0 = not at all, 1 = replaced; :class:`cameo.priors.PriorAnchor`). Needs a point cloud (stereo or depth)."""
     anchor_until: float = 1.0
     """Fraction of the DDIM steps that are anchored (the last ones stay free to smooth seams)."""
+    stop: float = 0.25
+    """Fraction of the DDIM steps run; the last one run gives its clean estimate (:func:`cameo.sampling.denoise`).
+    On 8 held-out scenes (2-to-2, stereo priors, anchored) the bundled model's full 20-step sample scores 20.04 dB /
+    SSIM 0.555 / LPIPS 0.367 and its estimate after 5 of 20 steps 21.31 / 0.616 / 0.338 (1 step: 21.46 / 0.592 /
+    0.352; README "The bundled model"): a small model's samples carry
+    speckle that its clean estimate at a higher noise level does not."""
     seed: int = 0
     """Seed of the diffusion noise and of the Gaussian fitting."""
     fit_iterations: int = FitConfig.iterations
@@ -207,7 +213,7 @@ def run_reconstruction(
                 pre.unet, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps,
                 cfg=opts.cfg, seed=opts.seed, schedule=pre.schedule,
                 progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress, cloud=cloud,
-                anchor=opts.anchor, anchor_until=opts.anchor_until)
+                anchor=opts.anchor, anchor_until=opts.anchor_until, stop=opts.stop)
         views = _path_views(inputs, input_K, generated.cpu(), path_K, path)
     else:
         views = FittedViews(list(inputs), input_K, scene.c2w, tuple(range(len(scene.frames))))
@@ -239,6 +245,7 @@ def _check_options(opts: ReconOptions, scene: Scene) -> None:
               (opts.fit_iterations >= 1, "fit_iterations must be >= 1"),
               (opts.fit_points >= 1, "fit_points must be >= 1"), (opts.cfg > 0, "cfg must be > 0"),
               (0 <= opts.anchor <= 1 and 0 <= opts.anchor_until <= 1, "anchor and anchor_until must lie in [0, 1]"),
+              (0 < opts.stop <= 1, "stop must lie in (0, 1]"),
               (opts.fit_max_gaussians >= 1, "fit_max_gaussians must be >= 1"),
               (opts.input_max_side >= 16, "input_max_side must be >= 16"),
               (opts.distance_falloff >= 0, "distance_falloff must be >= 0"),

@@ -55,6 +55,51 @@ def test_ddim_with_exact_noise_returns_x0(prediction_type):
     assert torch.allclose(out, images[1:], atol=1e-4)
 
 
+def test_stop_returns_the_clean_estimate_after_that_fraction_of_the_steps():
+    """stop 0.3 of 10 steps: 3 model calls, ending at the third timestep with that step's x0 estimate (exact here,
+    because the oracle's noise is exact); stop 1 equals the full sampler."""
+    g = torch.Generator().manual_seed(2)
+    clean = torch.randn(1, 3, 3, 8, 8, generator=g)
+    ref_mask = torch.tensor([[True, False, False]])
+    plucker = torch.zeros(1, 3, 6, 8, 8)
+    model = OracleModel(clean)
+    scheduler = ddim_from_training(default_training_schedule("epsilon"))
+    full = denoise(model, scheduler, clean, ref_mask, plucker, steps=10, cfg=1.0, generator=torch.Generator())
+    model.calls.clear()
+    early = denoise(model, scheduler, clean, ref_mask, plucker, steps=10, cfg=1.0, generator=torch.Generator(),
+                    stop=0.3)
+    assert len(model.calls) == 3
+    assert int(model.calls[-1]["timesteps"][0, 1]) == int(scheduler.timesteps[2])
+    torch.testing.assert_close(early, clean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(full, clean, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="stop"):
+        denoise(model, scheduler, clean, ref_mask, plucker, steps=10, cfg=1.0, stop=0.0)
+
+
+class BiasedModel(OracleModel):
+    """The oracle's noise plus a constant bias: its clean estimate at timestep t misses x0 by
+    ``-bias sqrt(1 - abar_t) / sqrt(abar_t)``, so an early stop returns something different from the full run."""
+
+    def forward(self, sample, timesteps, plucker, ref_mask, drop_camera=None):
+        return super().forward(sample, timesteps, plucker, ref_mask, drop_camera) + 0.1
+
+
+def test_early_stop_output_is_that_steps_estimate():
+    g = torch.Generator().manual_seed(3)
+    clean = torch.randn(1, 2, 3, 8, 8, generator=g)
+    ref_mask, plucker = torch.tensor([[True, False]]), torch.zeros(1, 2, 6, 8, 8)
+    model = BiasedModel(clean)
+    scheduler = ddim_from_training(default_training_schedule("epsilon"))
+    early = denoise(model, scheduler, clean, ref_mask, plucker, steps=10, cfg=1.0, generator=torch.Generator(),
+                    stop=0.5)
+    t = int(scheduler.timesteps[4])
+    abar = model.alphas[t]
+    x_t = model.calls[-1]["sample"]
+    expected = (x_t - (1 - abar).sqrt() * (((x_t - abar.sqrt() * clean) / (1 - abar).sqrt()) + 0.1)) / abar.sqrt()
+    torch.testing.assert_close(early[:, 1], expected[:, 1], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(early[:, 1], clean[:, 1], atol=1e-2)
+
+
 def test_references_stay_clean_and_at_timestep_zero():
     g = torch.Generator().manual_seed(1)
     clean = torch.randn(2, 4, 3, 8, 8, generator=g)

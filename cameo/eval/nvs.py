@@ -85,7 +85,7 @@ class NVSResult:
 def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetrics, settings: Iterable[str] = SETTINGS,
                  steps: int = 50, cfg: float = 2.0, seed: int = 0, schedule=None, perturb: Iterable[str] = (),
                  depth_sources: Iterable[DepthSource] = ("stereo",), baselines: bool = False,
-                 anchors: Iterable[float] = (0.0,), anchor_until: float = 1.0) -> NVSResult:
+                 anchors: Iterable[float] = (0.0,), anchor_until: float = 1.0, stop: float = 1.0) -> NVSResult:
     """Generate the targets of every scene in every setting and score them against the ground truth.
 
     Rows carry a ``method``: ``model`` (models without a prior), ``model (<source> prior)`` for each of
@@ -94,7 +94,8 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
     stereo), and with ``baselines`` the trivial
     predictions of :mod:`cameo.eval.baselines` on the same views. ``perturb``: layers replaced by identity
     attention during generation (empty = the normal model). ``anchors``: sampler anchor strengths to compare
-    (:class:`cameo.priors.PriorAnchor`; 0 = none), each its own method. Pictures show the first model method.
+    (:class:`cameo.priors.PriorAnchor`; 0 = none), each its own method; ``stop``: the fraction of
+    the DDIM steps run (:func:`cameo.sampling.denoise`). Pictures show the first model method.
     """
     sources = tuple(depth_sources) if getattr(model, "uses_prior", False) else ("none",)
     rows, examples = [], {s: [] for s in settings}
@@ -113,7 +114,7 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                         predictions[_method(src, anchor)] = sample_views(
                             model, codec, refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:], steps=steps,
                             cfg=cfg, seed=seed, schedule=schedule, cloud=clouds[src], anchor=anchor,
-                            anchor_until=anchor_until)
+                            anchor_until=anchor_until, stop=stop)
             shown = _warped_prior(refs, clouds.get(sources[0]), scene, n)
             examples[setting].append((refs, gt, *shown, next(iter(predictions.values()))))
             if baselines:
