@@ -36,7 +36,7 @@ def main() -> None:
     for kind in ("object", "room"):
         for res, ss in ((64, 1), (64, 2), (128, 1)):
             print(f"| {kind} | {res} | {ss} | {per_view_ms(kind, res, ss):.1f} |")
-    print(f"\n| kind | scenes | views | workers | wall s | scenes / s |\n|---|---|---|---|---|---|")
+    print("\n| kind | scenes | views | workers | wall s | scenes / s |\n|---|---|---|---|---|---|")
     for kind in ("object", "room"):
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

@@ -99,12 +99,14 @@ class Batch:
 
 
 class BatchSampler:
-    """Cycles through shuffled observed and generated views; observed batches every ``observed_every`` steps (every
-    step when there are no generated views, never when there are no observed ones)."""
+    """Cycles through shuffled observed and generated views; observed batches every ``observed_every`` steps and
+    at every step from ``polish_from`` on (every step when there are no generated views, never when there are no
+    observed ones)."""
 
     def __init__(self, views: FitViews, views_per_step: int, patch: int, observed_every: int,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, polish_from: int | None = None) -> None:
         self.views, self.per_step, self.patch, self.every, self.gen = views, views_per_step, patch, observed_every, generator
+        self.polish_from = polish_from
         self.pools = {kind: torch.nonzero(views.observed == kind).flatten() for kind in (True, False)}
         self.queues = {True: torch.zeros(0, dtype=torch.long), False: torch.zeros(0, dtype=torch.long)}
         self.sizes = torch.tensor(views.sizes())  # [V, 2] (h, w)
@@ -114,6 +116,8 @@ class BatchSampler:
             return True
         if not len(self.pools[True]):
             return False
+        if self.polish_from is not None and step >= self.polish_from:
+            return True
         return step % self.every == 0
 
     def next(self, step: int) -> Batch:

@@ -79,6 +79,14 @@ def test_batches_alternate_observed_and_generated_views():
     assert kinds[0] == kinds[2] == [True, True] and all(k == [False] * 4 for k in kinds[1::2])
 
 
+def test_polish_phase_renders_observed_views_only():
+    K, c2w = _cameras(6, 16, 16)
+    views = FitViews.build(torch.rand(6, 3, 16, 16), K, c2w, observed=[True, False, False, False, False, True])
+    sampler = BatchSampler(views, 4, 64, 2, torch.Generator().manual_seed(0), polish_from=4)
+    kinds = [bool(views.observed[sampler.next(step).index].all()) for step in range(8)]
+    assert kinds == [True, False, True, False, True, True, True, True]
+
+
 def test_generated_views_are_trusted_less_far_from_the_inputs():
     """CAT3D: weight exp(-b s^2), b annealed 0 -> falloff; inputs keep their weight, the base weight multiplies."""
     K, c2w = _cameras(5, 8, 8)
