@@ -66,11 +66,13 @@ DEFAULT_INPUT_SIDE = 256  # shorter side of the fitted inputs (the floor issue 2
 @dataclass
 class ReconOptions:
     """Options of one reconstruction: the paper's 98 generated views with 20 DDIM steps instead of 50 (on the bundled
-    models 50 instead of 20 steps moved the held-out score by at most 0.15 dB, README "The bundled model"), no
-    classifier-free guidance and the sampler anchored to the inputs' warped point cloud (on 8 held-out scenes, 2-to-2
-    with stereo priors: 18.76 dB / SSIM 0.387 / LPIPS 0.492 against 18.12 / 0.304 / 0.551 with CFG 2 unanchored), and
-    a short fit from the inputs' point cloud, to keep the whole run within minutes on a CPU (400 iterations: on the
-    object demo scene 300 re-rendered the inputs at 24.4 dB, 400 at 27.3 dB, with +0.6 dB on held-out views)."""
+    models 50 instead of 20 steps moved the held-out score by at most 0.15 dB, README "The bundled model"), of which
+    the first quarter run before the sampler returns its clean estimate (``stop``), no classifier-free guidance and
+    the sampler anchored to the inputs' warped point cloud (on 8 held-out scenes, 2-to-2 with stereo priors and all
+    20 steps: 18.76 dB / SSIM 0.387 / LPIPS 0.492 against 18.12 / 0.304 / 0.551 with CFG 2 unanchored, measured
+    before the warp fix), and a short fit from the inputs' point cloud, to keep the whole run within minutes on a CPU
+    (400 iterations: on the object demo scene 300 re-rendered the inputs at 24.4 dB, 400 at 27.3 dB, with +0.6 dB on
+    held-out views)."""
 
     num_views: int = 98
     """Views to generate along the path (the inputs come on top: 2 inputs + 98 = 100 path cameras)."""

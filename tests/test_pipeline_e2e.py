@@ -146,12 +146,14 @@ def test_bad_options_and_missing_model_write_nothing(setup, tmp_path):
         run_reconstruction(scene, out, ReconOptions(checkpoint=model_dir, path_mode="forward"))
     with pytest.raises(ReconError, match="generated_weight must be > 0"):
         run_reconstruction(scene, out, ReconOptions(checkpoint=model_dir, generated_weight=0.0))
+    with pytest.raises(ReconError, match=r"stop must lie in \(0, 1\]"):
+        run_reconstruction(scene, out, ReconOptions(checkpoint=model_dir, stop=0.0))
     with pytest.raises(ReconError, match="--checkpoint PATH.*cameo-train --config demo-cpu"):
         run_reconstruction(scene, out, ReconOptions(checkpoint=tmp_path / "no-model"))
     assert list(tmp_path.iterdir()) == []
 
 
-def test_generated_views_get_the_generated_weight(setup, tmp_path, monkeypatch):
+def test_options_reach_the_sampler_and_the_fit(setup, tmp_path, monkeypatch):
     _, model_dir, scene = setup
     seen = {}
 
@@ -159,17 +161,23 @@ def test_generated_views_get_the_generated_weight(setup, tmp_path, monkeypatch):
         seen["weights"], seen["cloud"], seen["observed"] = kwargs["view_weights"], kwargs["cloud"], kwargs["observed"]
         return real_fit(images, K, c2w, config, **kwargs)
 
-    real_fit = pipeline.fit_gaussians
+    def recording_generation(*args, **kwargs):
+        seen["stop"] = kwargs["stop"]
+        return real_generation(*args, **kwargs)
+
+    real_fit, real_generation = pipeline.fit_gaussians, pipeline.generate_trajectory
     monkeypatch.setattr(pipeline, "fit_gaussians", recording_fit)
+    monkeypatch.setattr(pipeline, "generate_trajectory", recording_generation)
     cloud = types.SimpleNamespace(points=torch.randn(50, 3) * 0.2, colors=torch.rand(50, 3), sizes=torch.full((50,), 0.01))
     monkeypatch.setattr(pipeline, "input_point_cloud", lambda images, K, c2w, depths: cloud)
     options = ReconOptions(checkpoint=model_dir, show_progress=False, write_video=False, generated_weight=0.25,
-                           **OPTIONS)
+                           stop=0.5, **OPTIONS)
     res = run_reconstruction(scene, tmp_path / "w.ply", options, pretrained=CameoModel.from_pretrained(model_dir, "cpu"))
     expected = torch.full((NUM_VIEWS + 2,), 0.25)
     expected[list(res.input_indices)] = 1.0
     torch.testing.assert_close(seen["weights"], expected, atol=0, rtol=0)
     assert seen["cloud"] is cloud and seen["observed"].tolist() == [True] + [False] * NUM_VIEWS + [True]
+    assert seen["stop"] == 0.5
 
 
 def test_same_seed_same_result(result, setup, tmp_path):
