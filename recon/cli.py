@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-gaussians", type=int, default=d.fit_max_gaussians,
                      help="most Gaussians kept: the inputs' point cloud is subsampled to it and densification stops "
                           "there (default: %(default)s)")
+    fit.add_argument("--fit-patch", type=int, default=d.fit_patch,
+                     help="views larger than this are fitted through random patches of this size; as large as the "
+                          "inputs (e.g. 256) re-renders the photos far more faithfully, at some cost to new views and "
+                          "2-3x the fitting time (default: %(default)s)")
     fit.add_argument("--input-max-side", type=int, default=d.input_max_side,
                      help="input photos are fitted at their own aspect ratio and field of view, the shorter side "
                           "resized to at most this many pixels (the fly-through too; default: %(default)s)")
@@ -177,7 +181,7 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
     options = ReconOptions(
         num_views=args.views, steps=args.steps, cfg=args.cfg, anchor=args.anchor,
         anchor_until=args.anchor_until, stop=args.stop, seed=args.seed, fit_iterations=args.fit_iterations,
-        fit_points=args.fit_points, fit_max_gaussians=args.max_gaussians, input_max_side=args.input_max_side,
+        fit_points=args.fit_points, fit_max_gaussians=args.max_gaussians, fit_patch=args.fit_patch, input_max_side=args.input_max_side,
         distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight, generated_weight=args.generated_weight,
         path_mode=args.path_mode, path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,
         show_progress=not args.quiet, generate=not (args.inputs_only or _no_model(args)),

@@ -10,7 +10,7 @@ import torch
 
 from cameo.cameras import look_at, project_points, unproject_depth
 from recon.fit import FitConfig, _normalization, _normalized, fit_gaussians, initial_gaussians
-from recon.pipeline import fit_resolution, fit_size, flythrough_cameras
+from recon.pipeline import ReconOptions, fit_config, fit_resolution, fit_size, flythrough_cameras
 from recon.splats import Splats, render
 from recon.views import BatchSampler, FitViews, nearest_observed_distance, trust_weights
 from trajectories import two_view_path
@@ -174,3 +174,9 @@ def test_fill_stands_in_for_what_a_sparse_cloud_leaves_uncovered():
     cfg = FitConfig(max_gaussians=2000, fill_fraction=0.1, fill_max=500)
     init = initial_gaussians(normed, sparse, center, scale, cfg, torch.Generator().manual_seed(0))
     assert len(init.means) - len(sparse.points) >= int((1 - coverage) * 500) * 0.9
+
+
+def test_reconstruction_options_reach_the_fit_config():
+    cfg = fit_config(ReconOptions(fit_patch=200, fit_iterations=7, fit_max_gaussians=1234, seed=3))
+    assert (cfg.patch, cfg.iterations, cfg.max_gaussians, cfg.seed) == (200, 7, 1234, 3)
+    assert fit_config(ReconOptions()).patch == FitConfig.patch
