@@ -39,7 +39,7 @@ class FitConfig:
 
     iterations: int = 400  # with a point-cloud start; see ReconOptions for how the defaults were chosen
     views_per_step: int = 4
-    patch: int = 96  # views larger than this are fitted through random patches of this size (pixels a side)
+    patch: int = 256  # views larger than this are fitted through random patches of this size (pixels a side)
     observed_every: int = 2  # every this many steps renders observed views (the rest generated ones)
     # the last fraction of the iterations renders observed views only: 0.15 against 0 raised held-out PSNR / SSIM
     # and the inputs' re-render on object_00 (19.01/0.568 -> 19.23/0.585, 27.3 -> 28.1 dB), room_00 and DTU

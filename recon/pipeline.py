@@ -100,10 +100,12 @@ class ReconOptions:
     fit_max_gaussians: int = FitConfig.max_gaussians
     """Most Gaussians the fit keeps (a larger point cloud is subsampled; densification stops there)."""
     fit_patch: int = FitConfig.patch
-    """Views larger than this are fitted through random patches of this size. 96 by measurement: whole 256 px inputs
-    (256) re-render the photos far better (object_00 41.5 dB against 28.1, DTU 22,25 32.1 against 15.4, room_00 17.4
-    against 14.7) but held-out views score lower SSIM on all three (0.535 against 0.585, 0.653 against 0.674, 0.146
-    against 0.151) and the fit takes 2-3x longer."""
+    """Views larger than this are fitted through random patches of this size. 256 (whole inputs at the default
+    ``input_max_side``) by measurement against 96 px patches: the inputs re-render at 37.6 / 32.1 / 41.5 / 17.4 dB
+    instead of 23.1 / 15.4 / 28.1 / 14.7 (DTU 13,14 and 22,25, object_00, room_00), held-out views of the real DTU
+    captures improve (13,14 -> 9: 15.42 dB / SSIM 0.848 against 11.56 / 0.815; 22,25: 17.97 / 0.653 against 17.40
+    / 0.674, LPIPS 0.434 against 0.461) and those of the procedural demo scenes lose a little (object_00 18.93 /
+    0.535 against 19.23 / 0.585, room_00 13.44 / 0.146 against 13.64 / 0.151); the fit takes 2-3x longer."""
     distance_falloff: float = FitConfig.distance_falloff
     """CAT3D's trust in generated views: weight ``exp(-b s^2)`` by distance ``s`` to the nearest input camera
     (in units of the cameras' radius around their centroid), ``b`` rising from 0 to this over the fit."""
