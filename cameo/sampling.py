@@ -308,8 +308,8 @@ def generate_trajectory(
     ``cloud``: the inputs' point cloud (``points [N,3]``, ``colors [N,3]``, world radii ``sizes [N]``) in the path's
     world frame, rendered into every path view as the prior of models that take one (None: empty priors); conditioning
     views see themselves (inputs, or views generated in an earlier pass). ``anchor``, ``anchor_until``: as in
-    :func:`sample_views` (needs ``cloud``); ``stop``: the fraction of the DDIM steps run (:func:`denoise`). Returns all ``V`` images ``[V,3,H,W]``
-    in [0, 1] (the inputs as given).
+    :func:`sample_views` (needs ``cloud``); ``stop``: the fraction of the DDIM steps run (:func:`denoise`). Returns
+    all ``V`` images ``[V,3,H,W]`` in [0, 1] (the inputs as given).
     """
     if input_images.ndim != 4 or input_images.shape[1] != 3:
         raise ValueError(f"input_images must be [N,3,H,W], got {tuple(input_images.shape)}")

@@ -181,7 +181,8 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
     options = ReconOptions(
         num_views=args.views, steps=args.steps, cfg=args.cfg, anchor=args.anchor,
         anchor_until=args.anchor_until, stop=args.stop, seed=args.seed, fit_iterations=args.fit_iterations,
-        fit_points=args.fit_points, fit_max_gaussians=args.max_gaussians, fit_patch=args.fit_patch, input_max_side=args.input_max_side,
+        fit_points=args.fit_points, fit_max_gaussians=args.max_gaussians, fit_patch=args.fit_patch,
+        input_max_side=args.input_max_side,
         distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight, generated_weight=args.generated_weight,
         path_mode=args.path_mode, path_size=args.path_size, checkpoint=args.checkpoint, device=args.device, write_video=not args.no_video,
         show_progress=not args.quiet, generate=not (args.inputs_only or _no_model(args)),
