@@ -14,7 +14,7 @@ from cameo.geometry.cloud import fuse_depth
 from cameo.priors import render_priors, set_reference_priors, views_prior
 from cameo.train.config import PriorConfig
 from cameo.train.model_setup import warm_start
-from cameo.train.priors import degrade_depth, training_priors
+from cameo.train.priors import covisible_depth, degrade_depth, training_priors
 
 
 def _cameras(views: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,13 +119,43 @@ def test_degraded_depth_has_holes_and_noise_but_stays_close():
     assert float(rel.max()) < 0.1 and float(rel.mean()) > 0
 
 
-def test_training_priors_dropout_rates():
-    size, b, f = 8, 64, 4
+def test_covisible_depth_keeps_what_another_reference_sees():
+    size = 32
+    K, _ = _cameras(2, size)
+    c2w = torch.eye(4).repeat(2, 1, 1)
+    c2w[1, 0, 3] = 1.0  # a sideways pair facing a wall at z = 3: the second camera misses the first one's left part
+    depth = torch.full((2, size, size), 3.0)
+    kept = covisible_depth(depth, K, c2w)
+    seen = torch.isfinite(kept[0])
+    assert 0.2 < float(seen.float().mean()) < 0.9  # part of the first view lies outside the second's frame
+    assert not bool(seen[:, : size // 4].any()) and bool(seen[:, -size // 4:].all())  # seen: the right part only
+    torch.testing.assert_close(kept[torch.isfinite(kept)], depth[torch.isfinite(kept)])
+    assert not bool(torch.isfinite(covisible_depth(depth[:1], K[:1], c2w[:1])).any())  # alone: stereo sees nothing
+
+
+def _one_reference_batch(b: int, f: int, size: int) -> tuple[dict, torch.Tensor]:
+    """A training batch of ``b`` samples of ``f`` views facing a wall at depth 3, the first view the reference."""
     K, c2w = _cameras(f, size)
     batch = {"images": torch.rand(b, f, 3, size, size), "depth": torch.full((b, f, size, size), 3.0),
              "K": K.expand(b, -1, -1, -1), "c2w": c2w.expand(b, -1, -1, -1)}
     ref_mask = torch.zeros(b, f, dtype=torch.bool)
     ref_mask[:, 0] = True
+    return batch, ref_mask
+
+
+def test_training_priors_covisible_empties_lone_references_and_keeps_old_streams():
+    batch, ref_mask = _one_reference_batch(b=4, f=3, size=8)
+    quiet = dict(drop_view=0.0, drop_batch=0.0, max_hole_share=0.0, max_noise=0.0)
+    lone = training_priors(batch, ref_mask, PriorConfig(covisible=1.0, **quiet), torch.Generator().manual_seed(0))
+    assert float(lone[:, 1:].abs().sum()) == 0.0 and bool((lone[:, 0, 3] == 1).all())
+    full = training_priors(batch, ref_mask, PriorConfig(**quiet), torch.Generator().manual_seed(0))
+    assert float(full[:, 1:, 3].mean()) > 0.5
+    off = training_priors(batch, ref_mask, PriorConfig(covisible=0.0), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(off, training_priors(batch, ref_mask, PriorConfig(), torch.Generator().manual_seed(3)))
+
+
+def test_training_priors_dropout_rates():
+    batch, ref_mask = _one_reference_batch(b=64, f=4, size=8)
     cfg = PriorConfig(depth="gt", drop_view=0.5, drop_batch=0.0)
     prior = training_priors(batch, ref_mask, cfg, torch.Generator().manual_seed(1))
     assert bool((prior[:, 0, 3] == 1).all())  # references are never dropped per view

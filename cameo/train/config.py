@@ -143,6 +143,9 @@ class PriorConfig:
     """Random blob holes remove up to this share of each reference's pixels (``degraded``)."""
     max_noise: float = 0.02
     """Per-pixel relative depth noise, standard deviation drawn up to this value per view (``degraded``)."""
+    covisible: float = 0.0
+    """Probability, per sample, that each reference keeps depth only where another reference sees the same surface
+    (``degraded``): two-view stereo can only match those pixels, and a lone reference gets no depth at all."""
 
 
 @dataclass

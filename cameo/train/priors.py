@@ -3,7 +3,8 @@
 At test time the prior comes from two-view stereo (``cameo.geometry``), which leaves holes at occlusion edges and
 on textureless surfaces and is a little noisy; a model trained on perfect priors would trust every warped pixel.
 So the references' ground-truth depth is degraded (edge pixels dropped, random blob-shaped holes, multiplicative
-noise) before it is warped. Dropout follows MVGenMaster: each target's prior is dropped with ``drop_view``, the
+noise) before it is warped; optionally (``covisible``) it is first cut to what another reference also sees, the
+only pixels stereo can match (at test time the prior holes are mostly the parts one photo alone sees). Dropout follows MVGenMaster: each target's prior is dropped with ``drop_view``, the
 whole batch's prior with ``drop_batch``, so one view without depth and the CFG unconditional branch keep working.
 Every draw comes from the step generator, so a resumed run sees the same priors.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cameo.geometry.stereo import two_way_consistent
 from cameo.priors import views_prior
 from cameo.train.config import PriorConfig
 
@@ -34,6 +36,19 @@ def degrade_depth(depth: torch.Tensor, cfg: PriorConfig, gen: torch.Generator) -
     return torch.where(drop, torch.full_like(depth, float("nan")), noisy)
 
 
+def covisible_depth(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """``depth [R,H,W]`` (NaN invalid) of R references kept only where another reference sees the same surface (in
+    its frame, unoccluded: stereo's two-way check on exact depth), NaN elsewhere; one reference: all NaN."""
+    r = depth.shape[0]
+    seen = torch.zeros_like(depth, dtype=torch.bool)
+    for a in range(r):
+        for b in range(r):
+            if a != b:
+                pair = [a, b]
+                seen[a] |= two_way_consistent(depth[pair], K[pair], c2w[pair], 0)
+    return torch.where(seen, depth, torch.full_like(depth, float("nan")))
+
+
 def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: torch.Generator) -> torch.Tensor:
     """Priors ``[B,F,4,H,W]`` of a training batch (``images``, ``depth``, ``K``, ``c2w``; references first)."""
     if "depth" not in batch:
@@ -45,6 +60,9 @@ def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: 
         refs = ref_mask[i]
         ref_depth = depth[i][refs]
         if cfg.depth == "degraded":
+            # drawn only when enabled, so configs without it keep their random stream (and reproduce exactly)
+            if cfg.covisible > 0 and float(torch.rand(1, generator=gen)) < cfg.covisible:
+                ref_depth = covisible_depth(ref_depth, K[i][refs], c2w[i][refs])
             ref_depth = degrade_depth(ref_depth, cfg, gen)
         priors.append(views_prior(images[i][refs], ref_depth, K[i][refs], c2w[i][refs], K[i], c2w[i], refs,
                                   height, width))
