@@ -10,7 +10,7 @@ import torch
 from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
-SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-cat3d", "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
+SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-covisible", "demo-cpu-cat3d", "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -73,6 +73,16 @@ def test_refine_stage_continues_demo_cpu_on_the_same_data_and_objective():
         (stage1.data, stage1.diffusion, stage1.seed, stage1.prior, stage1.cameo)
     assert stage2.model.preset == stage1.model.preset and stage2.model.init_from == f"{stage1.output_dir}/model"
     assert stage2.output_dir != stage1.output_dir and stage2.optim.lr < stage1.optim.lr
+
+
+def test_covisible_stage_continues_stage_2_with_priors_cut_to_what_another_reference_sees():
+    """Stage 3 of the bundled model: stage 2's data, objective and prior degradation, plus ``prior.covisible``."""
+    stage2, stage3 = load_config("demo-cpu-refine"), load_config("demo-cpu-covisible")
+    assert (stage3.data, stage3.diffusion, stage3.seed, stage3.cameo) == \
+        (stage2.data, stage2.diffusion, stage2.seed, stage2.cameo)
+    assert stage2.prior.covisible == 0 and stage3.prior.covisible > 0
+    assert dataclasses.replace(stage3.prior, covisible=0.0) == stage2.prior
+    assert stage3.model.preset == stage2.model.preset and stage3.model.init_from == f"{stage2.output_dir}/model"
 
 
 def test_train_help_lists_the_shipped_configs(capsys):
