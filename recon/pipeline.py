@@ -87,10 +87,10 @@ class ReconOptions:
     """Fraction of the DDIM steps that are anchored (the last ones stay free to smooth seams)."""
     stop: float = 0.25
     """Fraction of the DDIM steps run; the last one run gives its clean estimate (:func:`cameo.sampling.denoise`).
-    On 8 held-out scenes (2-to-2, stereo priors, anchored) the bundled model's full 20-step sample scores 20.04 dB /
-    SSIM 0.555 / LPIPS 0.367 and its estimate after 5 of 20 steps 21.31 / 0.616 / 0.338 (1 step: 21.46 / 0.592 /
-    0.352; README "The bundled model"): a small model's samples carry
-    speckle that its clean estimate at a higher noise level does not."""
+    On 8 held-out scenes (2-to-2, stereo priors, anchored) the stage-2 bundled model's full 20-step sample scores
+    20.04 dB / SSIM 0.555 / LPIPS 0.367 and its estimate after 5 of 20 steps 21.31 / 0.616 / 0.338 (1 step: 21.46 /
+    0.592 / 0.352; stage 3: 20.18 / 0.559 / 0.363 against 21.52 / 0.624 / 0.329; README "The bundled model"): a
+    small model's samples carry speckle that its clean estimate at a higher noise level does not."""
     seed: int = 0
     """Seed of the diffusion noise and of the Gaussian fitting."""
     fit_iterations: int = FitConfig.iterations
@@ -105,7 +105,8 @@ class ReconOptions:
     instead of 23.1 / 15.4 / 28.1 / 14.7 (DTU 13,14 and 22,25, object_00, room_00), held-out views of the real DTU
     captures improve (13,14 -> 9: 15.42 dB / SSIM 0.848 against 11.56 / 0.815; 22,25: 17.97 / 0.653 against 17.40
     / 0.674, LPIPS 0.434 against 0.461) and those of the procedural demo scenes lose a little (object_00 18.93 /
-    0.535 against 19.23 / 0.585, room_00 13.44 / 0.146 against 13.64 / 0.151); the fit takes 2-3x longer."""
+    0.535 against 19.23 / 0.585, room_00 13.44 / 0.146 against 13.64 / 0.151); the fit takes 2-3x longer.
+    Measured with the stage-2 bundled model's views."""
     distance_falloff: float = FitConfig.distance_falloff
     """CAT3D's trust in generated views: weight ``exp(-b s^2)`` by distance ``s`` to the nearest input camera
     (in units of the cameras' radius around their centroid), ``b`` rising from 0 to this over the fit."""

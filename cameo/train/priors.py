@@ -4,12 +4,15 @@ At test time the prior comes from two-view stereo (``cameo.geometry``), which le
 on textureless surfaces and is a little noisy; a model trained on perfect priors would trust every warped pixel.
 So the references' ground-truth depth is degraded (edge pixels dropped, random blob-shaped holes, multiplicative
 noise) before it is warped; optionally (``covisible``) it is first cut to what another reference also sees, the
-only pixels stereo can match (at test time the prior holes are mostly the parts one photo alone sees). Dropout follows MVGenMaster: each target's prior is dropped with ``drop_view``, the
-whole batch's prior with ``drop_batch``, so one view without depth and the CFG unconditional branch keep working.
+only pixels stereo can match (at test time the prior holes are mostly the parts one photo alone sees). Dropout
+follows MVGenMaster: each target's prior is dropped with ``drop_view``, the whole batch's prior with ``drop_batch``,
+so one view without depth and the CFG unconditional branch keep working.
 Every draw comes from the step generator, so a resumed run sees the same priors.
 """
 
 from __future__ import annotations
+
+from itertools import permutations
 
 import torch
 import torch.nn.functional as F
@@ -39,13 +42,9 @@ def degrade_depth(depth: torch.Tensor, cfg: PriorConfig, gen: torch.Generator) -
 def covisible_depth(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
     """``depth [R,H,W]`` (NaN invalid) of R references kept only where another reference sees the same surface (in
     its frame, unoccluded: stereo's two-way check on exact depth), NaN elsewhere; one reference: all NaN."""
-    r = depth.shape[0]
     seen = torch.zeros_like(depth, dtype=torch.bool)
-    for a in range(r):
-        for b in range(r):
-            if a != b:
-                pair = [a, b]
-                seen[a] |= two_way_consistent(depth[pair], K[pair], c2w[pair], 0)
+    for pair in permutations(range(depth.shape[0]), 2):
+        seen[pair[0]] |= two_way_consistent(depth[list(pair)], K[list(pair)], c2w[list(pair)], 0)
     return torch.where(seen, depth, torch.full_like(depth, float("nan")))
 
 
