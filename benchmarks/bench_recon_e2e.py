@@ -16,7 +16,8 @@ PSNR at their fitting resolution. ``--inputs-only-too``, ``--also-generated-weig
 ``--also-fit`` (other FitConfig values) refit the same views (no new generation) and score each the same way; ``--out`` gets ``e2e.png`` (per held-out view the
 ground truth and each arm's render). ``--cloud gt`` initialises from the demo scene's ground-truth depth
 (``gt/depth.npy``, written by ``cameo-data demo``) instead of stereo, to separate the fit from stereo errors;
-``--cloud matches`` keeps stereo's matches only (no depth interpolated into plain holes).
+``--cloud matches`` keeps stereo's matches only (no depth interpolated into plain holes nor extrapolated beyond
+the other view's frame).
 ``--dtu A B H...`` writes the same kind of scene from DTU scan24 (384 px crops): inputs A and B, held-out views H.
 """
 
@@ -129,7 +130,7 @@ def main() -> None:
     scene = load_scene(scene_file)
     if args.cloud != "stereo":
         cloud = {"gt": lambda: gt_depth_cloud(Path(scene_file)), "none": lambda: None,
-                 "matches": lambda: scene_point_cloud(scene.load_images(), scene.K, scene.c2w, fill_plain=False)
+                 "matches": lambda: scene_point_cloud(scene.load_images(), scene.K, scene.c2w, fill_holes=False)
                  }[args.cloud]()
         pipeline.input_point_cloud = lambda images, K, c2w, depths=None: cloud  # the fit's start, for every arm
     result = run_reconstruction(scene, out / "splat.ply", options, pretrained=pretrained)

@@ -1,11 +1,13 @@
 """Plain stereo holes get depth interpolated from the matches around them; textured holes, holes across a depth
-step and holes far from any match stay empty."""
+step and holes far from any match stay empty. Holes only one view can see (beyond the other's frame) get depth
+extrapolated from the whole view."""
 
 from __future__ import annotations
 
 import torch
 
-from cameo.geometry.fill import fill_plain_holes, plain_pixels, push_pull
+from cameo.geometry.fill import (beyond_other_frame, extrapolate_beyond_overlap, fill_plain_holes, plain_pixels,
+                                 push_pull)
 
 H, W = 64, 96
 
@@ -65,3 +67,35 @@ def test_a_view_without_depth_stays_empty() -> None:
     depth[0, :, 88:] = float("nan")
     filled, mask = fill_plain_holes(depth, torch.full((2, 3, H, W), 0.5))
     assert torch.isfinite(filled[0]).all() and torch.isnan(filled[1]).all() and not mask[1].any()
+
+
+def _side_by_side_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """``K [2,3,3]``, ``c2w [2,4,4]``: two cameras 1 apart along x, both facing a wall at z = 2 (a 25 px shift)."""
+    K = torch.tensor([[50.0, 0, W / 2], [0, 50.0, H / 2], [0, 0, 1]]).expand(2, 3, 3)
+    c2w = torch.eye(4).repeat(2, 1, 1)
+    c2w[1, 0, 3] = 1.0
+    return K, c2w
+
+
+def test_beyond_other_frame_marks_what_only_one_camera_sees() -> None:
+    K, c2w = _side_by_side_pair()
+    beyond = beyond_other_frame(torch.full((2, H, W), 2.0), K, c2w)
+    assert beyond[0, :, :25].all() and not beyond[0, :, 25:].any()  # camera 1 sits to the right
+    assert beyond[1, :, 71:].all() and not beyond[1, :, :71].any()
+    assert beyond_other_frame(torch.full((2, H, W), float("nan")), K, c2w).all()
+
+
+def test_holes_beyond_the_other_frame_get_the_view_s_depth_holes_inside_stay() -> None:
+    K, c2w = _side_by_side_pair()
+    depth = torch.full((2, H, W), 2.0)
+    depth[0, :, :25] = depth[1, :, 71:] = float("nan")  # what stereo cannot match ...
+    depth[:, 30:34, 40:44] = float("nan")  # ... and an occlusion inside the overlap
+    filled, mask = extrapolate_beyond_overlap(depth, K, c2w)
+    assert mask[0, :, :25].all() and mask[1, :, 71:].all()
+    assert int(mask.sum()) == H * (25 + 25)
+    torch.testing.assert_close(filled[mask], torch.full_like(filled[mask], 2.0))
+    assert torch.isnan(filled[:, 30:34, 40:44]).all()
+    alone = depth.clone()
+    alone[1] = float("nan")  # a view without any depth stays empty
+    filled, mask = extrapolate_beyond_overlap(alone, K, c2w)
+    assert torch.isnan(filled[1]).all() and not mask[1].any() and mask[0, :, :25].all()

@@ -154,6 +154,25 @@ def test_training_priors_covisible_empties_lone_references_and_keeps_old_streams
     torch.testing.assert_close(off, training_priors(batch, ref_mask, PriorConfig(), torch.Generator().manual_seed(3)))
 
 
+def test_training_priors_extrapolate_what_one_reference_alone_sees():
+    """Two references 1 apart facing a wall at z = 3 and a target between them: cut to what both see, the target's
+    edges (each seen by one reference only) get no prior; extrapolated, as stereo's holes are, they do."""
+    size = 32
+    K, _ = _cameras(3, size)
+    c2w = torch.eye(4).repeat(3, 1, 1)
+    c2w[:, 0, 3] = torch.tensor([0.0, 1.0, 0.5])
+    batch = {"images": torch.rand(1, 3, 3, size, size), "depth": torch.full((1, 3, size, size), 3.0),
+             "K": K[None], "c2w": c2w[None]}
+    ref_mask = torch.tensor([[True, True, False]])
+    quiet = dict(covisible=1.0, drop_view=0.0, drop_batch=0.0, max_hole_share=0.0, max_noise=0.0, edge_drop=0.0)
+    cut = training_priors(batch, ref_mask, PriorConfig(**quiet), torch.Generator().manual_seed(0))
+    grown = training_priors(batch, ref_mask, PriorConfig(extrapolate=True, **quiet), torch.Generator().manual_seed(0))
+    edges = torch.cat([cut[0, 2, 3, :, :5], cut[0, 2, 3, :, -5:]])
+    assert float(edges.max()) == 0.0 and bool((cut[0, 2, 3, :, 8:24] == 1).all())
+    assert bool((grown[0, 2, 3] == 1).all())
+    torch.testing.assert_close(grown[0, 2, :3, :, 8:24], cut[0, 2, :3, :, 8:24])
+
+
 def test_training_priors_dropout_rates():
     batch, ref_mask = _one_reference_batch(b=64, f=4, size=8)
     cfg = PriorConfig(depth="gt", drop_view=0.5, drop_batch=0.0)

@@ -10,8 +10,8 @@ import torch
 from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
-SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-covisible", "demo-cpu-cat3d", "bench-cameo", "bench-baseline",
-           "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
+SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-covisible", "demo-cpu-extrapolate", "demo-cpu-cat3d",
+           "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -84,6 +84,16 @@ def test_covisible_stage_continues_stage_2_with_priors_cut_to_what_another_refer
     assert stage2.prior.covisible == 0 and stage3.prior.covisible > 0
     assert dataclasses.replace(stage3.prior, covisible=0.0) == stage2.prior
     assert stage3.model.preset == stage2.model.preset and stage3.model.init_from == f"{stage2.output_dir}/model"
+
+
+def test_extrapolate_stage_continues_stage_3_with_the_depth_stereo_extrapolates():
+    """Stage 4 of the bundled model: stage 3's data, objective and priors, plus ``prior.extrapolate``."""
+    stage3, stage4 = load_config("demo-cpu-covisible"), load_config("demo-cpu-extrapolate")
+    assert (stage4.data, stage4.diffusion, stage4.seed, stage4.cameo) == \
+        (stage3.data, stage3.diffusion, stage3.seed, stage3.cameo)
+    assert not stage3.prior.extrapolate and stage4.prior.extrapolate
+    assert dataclasses.replace(stage4.prior, extrapolate=False) == stage3.prior
+    assert stage4.model.preset == stage3.model.preset and stage4.model.init_from == f"{stage3.output_dir}/model"
 
 
 def test_train_help_lists_the_shipped_configs(capsys):

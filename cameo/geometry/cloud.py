@@ -2,7 +2,8 @@
 
 Depth comes from the user's depth maps when given (an RGB-D capture) and from two-view stereo otherwise; a single
 view without depth gives no cloud. Stereo runs at a working resolution (``max_side``) for speed, and its plain holes
-get depth interpolated from the matches around them (:mod:`cameo.geometry.fill`); the cloud keeps the colours of
+get depth interpolated from the matches around them and pixels outside the other view's frame get depth
+extrapolated from all matches (:mod:`cameo.geometry.fill`); the cloud keeps the colours of
 that resolution and each point's size is its pixel's footprint (half a pixel at its depth), the radius
 ``cameo.geometry.warp.render_points`` expects.
 """
@@ -15,7 +16,7 @@ import torch
 
 from cameo.cameras import resize_with_intrinsics, unproject_depth
 
-from .fill import fill_plain_holes
+from .fill import extrapolate_beyond_overlap, fill_plain_holes
 from .stereo import StereoOptions, two_view_depth
 
 
@@ -63,17 +64,19 @@ def _resize_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, options: StereoOptions | None = None,
-                 fill_plain: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 fill_holes: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Z-depth ``[2,H,W]`` (NaN invalid) and confidence ``[2,H,W]`` of a posed pair as the reconstruction uses it:
-    two-view stereo, plus (``fill_plain``) depth interpolated into the plain holes, at confidence 0."""
+    two-view stereo, plus (``fill_holes``) depth interpolated into the plain holes and extrapolated beyond the other
+    view's frame, at confidence 0."""
     result = two_view_depth(images, K, c2w, options=options)
-    if not fill_plain:
+    if not fill_holes:
         return result.depth, result.confidence
-    return fill_plain_holes(result.depth, images)[0], result.confidence
+    depth = fill_plain_holes(result.depth, images)[0]
+    return extrapolate_beyond_overlap(depth, K, c2w)[0], result.confidence
 
 
 def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
-                max_side: int = 256, options: StereoOptions | None = None, fill_plain: bool = True
+                max_side: int = 256, options: StereoOptions | None = None, fill_holes: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Images, intrinsics, z-depth ``[V,h,w]`` (NaN invalid) and its confidence ``[V,h,w]`` (stereo's; 1 where a
     given map is valid) at the working size, or None without depth.
@@ -91,7 +94,7 @@ def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths
     if all(d is None for d in given):
         if images.shape[0] != 2:
             return None
-        depth, confidence = stereo_depth(small, K_small, c2w, options, fill_plain)
+        depth, confidence = stereo_depth(small, K_small, c2w, options, fill_holes)
         return small, K_small, depth, confidence
     maps = torch.stack([torch.full(size, float("nan")) if d is None
                         else _resize_depth(torch.as_tensor(d).float()[None], size)[0] for d in given])
@@ -99,14 +102,14 @@ def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths
 
 
 def scene_point_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
-                      max_side: int = 256, max_points: int = 200_000, fill_plain: bool = True) -> PointCloud | None:
+                      max_side: int = 256, max_points: int = 200_000, fill_holes: bool = True) -> PointCloud | None:
     """The inputs' fused point cloud in their world frame, or None when they give no depth (one view, no map).
 
     ``images [V,3,H,W]`` in [0, 1] (V = 1 or 2), ``K [V,3,3]``, OpenCV ``c2w [V,4,4]``; ``depths``: optional per-view
     z-depth maps ``[H,W]`` (NaN or 0 = unknown) that replace stereo. Stereo runs with the long side at ``max_side``;
-    ``fill_plain``: its plain holes get interpolated depth (:func:`stereo_depth`).
+    ``fill_holes``: its holes get interpolated and extrapolated depth (:func:`stereo_depth`).
     """
-    found = scene_depth(images, K, c2w, depths, max_side, fill_plain=fill_plain)
+    found = scene_depth(images, K, c2w, depths, max_side, fill_holes=fill_holes)
     if found is None:
         return None
     small, K_small, depth, _ = found

@@ -7,12 +7,19 @@ an image pyramid; inverse depth is affine in pixel coordinates on a plane), and 
 mismatches) stay empty. A hole is filled only where matches are near (a share of a window around it) and agree
 (the spread of the inverse depth they contribute is small): plain holes across an object's silhouette, or far from
 any match, stay empty too. Written by hand: OpenCV's inpainting works on 8-bit images and knows no validity weights.
+
+Pixels of one photo that fall outside the other photo's frame can never be matched: stereo leaves them empty, so the
+warped prior and the point cloud lose everything only one photo sees. :func:`extrapolate_beyond_overlap` gives them
+the inverse depth pushed and pulled from all matched pixels of their view (a smooth guess, no support or spread
+test): a surface roughly in place, which the model and the fit can correct, beats a hole.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from cameo.cameras import project_points, unproject_depth
 
 from .stereo import box_mean, gray_levels
 
@@ -67,3 +74,29 @@ def fill_plain_holes(depth: torch.Tensor, images: torch.Tensor, max_gradient: fl
     near = _support(valid, max(1, round(reach * max(depth.shape[-2:])))) >= min_support
     filled = holes & near & (spread <= max_spread)
     return torch.where(filled, 1.0 / mean.clamp_min(1e-12), depth), filled
+
+
+def beyond_other_frame(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """``[2,H,W]`` bool: pixels of each of two views (z-``depth [2,H,W]``, ``K [2,3,3]``, ``c2w [2,4,4]``) whose
+    point projects outside the other view's image or behind its camera. NaN depth counts as beyond."""
+    height, width = depth.shape[-2:]
+    points = unproject_depth(depth, K, c2w).reshape(2, -1, 3).flip(0)  # view 1's points first: seen by camera 0
+    uv, z = project_points(points, K, c2w)
+    inside = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) & (uv[..., 1] < height)
+    return ~inside.flip(0).reshape(2, height, width)
+
+
+def extrapolate_beyond_overlap(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``depth [2,H,W]`` (NaN invalid) of a posed pair with its holes beyond the other view's frame filled, and the
+    ``[2,H,W]`` mask of the filled pixels.
+
+    Each hole gets the inverse depth pushed and pulled from every valid pixel of its view; it is kept where that
+    guess puts it outside the other view's frame (a place stereo cannot reach). A view without depth stays empty.
+    """
+    valid = torch.isfinite(depth) & (depth > 0)
+    has_depth = valid.flatten(1).any(1)[:, None, None]
+    inverse = torch.where(valid, 1.0 / depth.clamp_min(1e-12), torch.zeros_like(depth))
+    guess = torch.where(has_depth, 1.0 / push_pull(inverse, valid).clamp_min(1e-12), float("nan"))
+    filled = ~valid & has_depth & beyond_other_frame(guess, K, c2w)
+    return torch.where(filled, guess, depth), filled

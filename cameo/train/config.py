@@ -146,6 +146,9 @@ class PriorConfig:
     covisible: float = 0.0
     """Probability, per sample, that each reference keeps depth only where another reference sees the same surface
     (``degraded``): two-view stereo can only match those pixels, and a lone reference gets no depth at all."""
+    extrapolate: bool = False
+    """After a ``covisible`` cut of two references, give the pixels beyond the other reference's frame depth
+    extrapolated from the kept ones, as ``cameo-recon``'s stereo does (``cameo.geometry.fill``)."""
 
 
 @dataclass

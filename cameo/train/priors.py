@@ -4,7 +4,9 @@ At test time the prior comes from two-view stereo (``cameo.geometry``), which le
 on textureless surfaces and is a little noisy; a model trained on perfect priors would trust every warped pixel.
 So the references' ground-truth depth is degraded (edge pixels dropped, random blob-shaped holes, multiplicative
 noise) before it is warped; optionally (``covisible``) it is first cut to what another reference also sees, the
-only pixels stereo can match (at test time the prior holes are mostly the parts one photo alone sees). Dropout
+only pixels stereo can match (at test time the prior holes are mostly the parts one photo alone sees), and
+(``extrapolate``) the parts of a pair beyond each other's frame then get the same extrapolated depth as stereo's
+holes get at test time. Dropout
 follows MVGenMaster: each target's prior is dropped with ``drop_view``, the whole batch's prior with ``drop_batch``,
 so one view without depth and the CFG unconditional branch keep working.
 Every draw comes from the step generator, so a resumed run sees the same priors.
@@ -17,6 +19,7 @@ from itertools import permutations
 import torch
 import torch.nn.functional as F
 
+from cameo.geometry.fill import extrapolate_beyond_overlap
 from cameo.geometry.stereo import two_way_consistent
 from cameo.priors import views_prior
 from cameo.train.config import PriorConfig
@@ -62,6 +65,8 @@ def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: 
             # drawn only when enabled, so configs without it keep their random stream (and reproduce exactly)
             if cfg.covisible > 0 and float(torch.rand(1, generator=gen)) < cfg.covisible:
                 ref_depth = covisible_depth(ref_depth, K[i][refs], c2w[i][refs])
+                if cfg.extrapolate and ref_depth.shape[0] == 2:
+                    ref_depth = extrapolate_beyond_overlap(ref_depth, K[i][refs], c2w[i][refs])[0]
             ref_depth = degrade_depth(ref_depth, cfg, gen)
         priors.append(views_prior(images[i][refs], ref_depth, K[i][refs], c2w[i][refs], K[i], c2w[i], refs,
                                   height, width))
