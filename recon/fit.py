@@ -46,6 +46,7 @@ class FitConfig:
     # dB), room_00 and DTU 22,25->23,24 (17.19/0.676 -> 17.40/0.674, 14.9 -> 15.4 dB); 0.3 on DTU: 17.44/0.649
     polish: float = 0.15
     num_points: int = 20_000  # random initialisation when there is no point cloud
+    ray_fraction: float = 0.5  # ... of which this share lies along the inputs' pixel rays (initialise.along_input_rays)
     max_gaussians: int = 20_000  # densification stops near here (a larger cloud is subsampled): bounds a CPU step
     fill_fraction: float = 0.1  # with a cloud: random fill Gaussians, as a fraction of the cloud's ...
     fill_max: int = 5_000  # ... or this many times the share of the inputs the cloud leaves uncovered, if more
@@ -169,8 +170,12 @@ def initial_gaussians(views: FitViews, cloud: PointCloudLike | None, center: tor
     """From the cloud (normalised like the cameras) plus a sparse fill, or random without a cloud."""
     if cloud is None or len(cloud.points) == 0:
         n = min(cfg.num_points, cfg.max_gaussians)
-        init = initialise.fill(views, n, cfg.init_opacity, 1.0, gen)
-        return InitGaussians(init.means, init.colors, init.sizes * cfg.init_scale, init.opacities)
+        n_rays = int(cfg.ray_fraction * n)
+        parts = [initialise.along_input_rays(views, n_rays, cfg.cloud_opacity, gen)]
+        if n > n_rays:
+            init = initialise.fill(views, n - n_rays, cfg.init_opacity, 1.0, gen)
+            parts.append(InitGaussians(init.means, init.colors, init.sizes * cfg.init_scale, init.opacities))
+        return initialise.concat(parts)
     points = (cloud.points.float().cpu() - center.cpu()) * scale
     # a stereo cloud of a wide pair may explain a small part of the inputs: the fill stands in for the rest
     uncovered = 1.0 - initialise.observed_coverage(points, views)

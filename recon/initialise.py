@@ -3,8 +3,10 @@
 With a point cloud (stereo or depth maps of the inputs), every point becomes a Gaussian at its position and colour
 with a size from its pixel footprint; the budget is met by a random subset whose sizes grow to cover the same area.
 A sparse fill of random points inside the cameras' view, away from space the inputs saw to be empty, gives the
-generated views something to move where no input looked. Without a cloud the fill is the whole initialisation
-(simple_trainer's random start). All coordinates are the fit's normalised frame.
+generated views something to move where no input looked. Without a cloud the start is that fill (simple_trainer's
+random start) plus Gaussians along the inputs' own pixel rays at a guessed depth (:func:`along_input_rays`), so the
+inputs re-render from the first step and the generated views only have to move them. All coordinates are the fit's
+normalised frame.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from cameo.cameras import project_points
+from cameo.cameras import invert_pose, project_points, unproject_depth
 from recon.views import FitViews
 
 FREE_SPACE_MARGIN = 0.05  # a fill point this much (relative) in front of an observed surface lies in seen-empty space
@@ -68,6 +70,29 @@ def fill(views: FitViews, n: int, opacity: float, size_factor: float, gen: torch
     dist = torch.as_tensor(dist, dtype=points.dtype).reshape(len(points), -1)[:, 1:]
     std = size_factor * (dist.mean(-1).clamp_min(1e-6) if dist.shape[1] else torch.full((len(points),), 0.02))
     return InitGaussians(points, colors, std.to(points.device), torch.full((len(points),), opacity).to(points))
+
+
+def along_input_rays(views: FitViews, n: int, opacity: float, gen: torch.Generator) -> InitGaussians:
+    """``n`` Gaussians on random pixels of the observed views, in the pixel's colour, at the depth of the cameras'
+    look-at point in that view (its distance when it lies behind the camera), sized to tile the image: where no
+    depth is known, a guess the inputs re-render from exactly and the generated views move to its place."""
+    index = torch.nonzero(views.observed).flatten().tolist()
+    target = look_at_point(views.c2w)
+    parts = []
+    for j, i in enumerate(index):
+        count = n // len(index) + int(j < n % len(index))
+        image, K, c2w = views.images[i].to(views.c2w), views.K[i], views.c2w[i]
+        height, width = image.shape[-2:]
+        w2c = invert_pose(c2w)
+        z = float(w2c[2, :3] @ target + w2c[2, 3])
+        depth = z if z > 0 else float((c2w[:3, 3] - target).norm().clamp_min(1e-3))
+        pick = torch.randint(0, height * width, (count,), generator=gen)
+        points = unproject_depth(torch.full((height, width), depth).to(c2w), K, c2w).reshape(-1, 3)[pick]
+        colors = image.reshape(3, -1)[:, pick].T
+        focal = 0.5 * float(K[0, 0] + K[1, 1])
+        std = torch.full((count,), 0.5 * depth / focal * math.sqrt(height * width / max(count, 1))).to(c2w)
+        parts.append(InitGaussians(points, colors.clamp(0, 1), std, torch.full_like(std, opacity)))
+    return concat(parts)
 
 
 def concat(parts: list[InitGaussians]) -> InitGaussians:

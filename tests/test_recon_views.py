@@ -176,6 +176,26 @@ def test_fill_stands_in_for_what_a_sparse_cloud_leaves_uncovered():
     assert len(init.means) - len(sparse.points) >= int((1 - coverage) * 500) * 0.9
 
 
+def test_without_a_cloud_half_the_start_lies_on_the_inputs_pixel_rays_in_their_colours():
+    """No depth (a wide pair stereo cannot match): the start puts Gaussians on the observed views' pixels at the
+    look-at depth, coloured like those pixels, so the inputs re-render from the first step; the rest is random."""
+    K, c2w = _cameras(3, 24, 16, spread=0.3)
+    images = torch.rand(3, 3, 16, 24, generator=torch.Generator().manual_seed(0))
+    views = FitViews.build(images, K, c2w, observed=[True, False, True])
+    center, scale = _normalization(views.c2w)
+    normed = _normalized(views, center, scale)
+    cfg = FitConfig(num_points=400, max_gaussians=400, ray_fraction=0.5)
+    init = initial_gaussians(normed, None, center, scale, cfg, torch.Generator().manual_seed(0))
+    assert len(init.means) == 400
+    for view, rays in ((0, slice(0, 100)), (2, slice(100, 200))):  # split over the observed views only
+        uv, z = project_points(init.means[rays] / scale + center, K[view], c2w[view])
+        torch.testing.assert_close(z, torch.full_like(z, math.hypot(3.0, 0.5)))  # the cameras face the origin
+        col, row = uv.floor().long().unbind(-1)
+        assert ((uv - uv.floor() - 0.5).abs() < 1e-3).all()  # on pixel centres
+        torch.testing.assert_close(init.colors[rays], images[view][:, row, col].T)
+    assert (init.opacities[:200] == cfg.cloud_opacity).all() and (init.opacities[200:] == cfg.init_opacity).all()
+
+
 def test_reconstruction_options_reach_the_fit_config():
     cfg = fit_config(ReconOptions(fit_patch=200, fit_iterations=7, fit_max_gaussians=1234, seed=3))
     assert (cfg.patch, cfg.iterations, cfg.max_gaussians, cfg.seed) == (200, 7, 1234, 3)
