@@ -167,11 +167,12 @@ def _strategy(cfg: FitConfig) -> DefaultStrategy:
 
 def initial_gaussians(views: FitViews, cloud: PointCloudLike | None, center: torch.Tensor, scale: float,
                       cfg: FitConfig, gen: torch.Generator) -> InitGaussians:
-    """From the cloud (normalised like the cameras) plus a sparse fill, or random without a cloud."""
+    """From the cloud (normalised like the cameras) plus a sparse fill; without a cloud, part along the observed
+    views' pixel rays and the rest random."""
     if cloud is None or len(cloud.points) == 0:
         n = min(cfg.num_points, cfg.max_gaussians)
-        n_rays = int(cfg.ray_fraction * n)
-        parts = [initialise.along_input_rays(views, n_rays, cfg.cloud_opacity, gen)]
+        n_rays = int(cfg.ray_fraction * n) if bool((views.observed & (views.weights > 0)).any()) else 0
+        parts = [initialise.along_input_rays(views, n_rays, cfg.cloud_opacity, gen)] if n_rays else []
         if n > n_rays:
             init = initialise.fill(views, n - n_rays, cfg.init_opacity, 1.0, gen)
             parts.append(InitGaussians(init.means, init.colors, init.sizes * cfg.init_scale, init.opacities))

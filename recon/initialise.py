@@ -73,10 +73,10 @@ def fill(views: FitViews, n: int, opacity: float, size_factor: float, gen: torch
 
 
 def along_input_rays(views: FitViews, n: int, opacity: float, gen: torch.Generator) -> InitGaussians:
-    """``n`` Gaussians on random pixels of the observed views, in the pixel's colour, at the depth of the cameras'
-    look-at point in that view (its distance when it lies behind the camera), sized to tile the image: where no
-    depth is known, a guess the inputs re-render from exactly and the generated views move to its place."""
-    index = torch.nonzero(views.observed).flatten().tolist()
+    """``n`` Gaussians on random pixels of the observed views of weight > 0, in the pixel's colour, at the depth of
+    the cameras' look-at point in that view (its distance when it lies behind the camera), sized to tile the image:
+    where no depth is known, a guess the inputs re-render from exactly and the generated views move to its place."""
+    index = torch.nonzero(views.observed & (views.weights > 0)).flatten().tolist()
     target = look_at_point(views.c2w)
     parts = []
     for j, i in enumerate(index):
