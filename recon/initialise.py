@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from cameo.cameras import invert_pose, project_points, unproject_depth
+from cameo.cameras import project_points, unproject_depth
 from recon.views import FitViews
 
 FREE_SPACE_MARGIN = 0.05  # a fill point this much (relative) in front of an observed surface lies in seen-empty space
@@ -83,8 +83,7 @@ def along_input_rays(views: FitViews, n: int, opacity: float, gen: torch.Generat
         count = n // len(index) + int(j < n % len(index))
         image, K, c2w = views.images[i].to(views.c2w), views.K[i], views.c2w[i]
         height, width = image.shape[-2:]
-        w2c = invert_pose(c2w)
-        z = float(w2c[2, :3] @ target + w2c[2, 3])
+        z = float(project_points(target[None], K, c2w)[1][0])
         depth = z if z > 0 else float((c2w[:3, 3] - target).norm().clamp_min(1e-3))
         pick = torch.randint(0, height * width, (count,), generator=gen)
         points = unproject_depth(torch.full((height, width), depth).to(c2w), K, c2w).reshape(-1, 3)[pick]
