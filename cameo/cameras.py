@@ -210,3 +210,20 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.
     c2w[..., :3, 0], c2w[..., :3, 1], c2w[..., :3, 2], c2w[..., :3, 3] = x, y, z, eye
     c2w[..., 3, 3] = 1.0
     return c2w
+
+
+def look_at_point(c2w: torch.Tensor) -> torch.Tensor:
+    """Least-squares point closest to all optical axes (falls back to 1 unit ahead of the mean camera)."""
+    o, d = c2w[:, :3, 3], c2w[:, :3, 2]
+    proj = torch.eye(3, dtype=c2w.dtype, device=c2w.device) - d[:, :, None] * d[:, None, :]
+    A, b = proj.sum(0), (proj @ o[:, :, None]).sum(0)
+    if torch.linalg.matrix_rank(A) < 3 or torch.linalg.cond(A) > 1e6:
+        return o.mean(0) + F.normalize(d.mean(0), dim=0)
+    return torch.linalg.solve(A, b)[:, 0]
+
+
+def focus_depth(point: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """Z-depth of a world ``point [3]`` in the view ``K [3,3]``, ``c2w [4,4]``; its distance (at least 1e-3) when
+    it lies behind the camera, so a plane through it is always in front."""
+    z = project_points(point[None], K, c2w)[1][0]
+    return torch.where(z > 0, z, (c2w[:3, 3] - point).norm().clamp_min(1e-3))

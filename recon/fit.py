@@ -171,7 +171,7 @@ def initial_gaussians(views: FitViews, cloud: PointCloudLike | None, center: tor
     views' pixel rays and the rest random."""
     if cloud is None or len(cloud.points) == 0:
         n = min(cfg.num_points, cfg.max_gaussians)
-        n_rays = int(cfg.ray_fraction * n) if bool((views.observed & (views.weights > 0)).any()) else 0
+        n_rays = int(cfg.ray_fraction * n) if bool(views.weighted_observed.any()) else 0
         parts = [initialise.along_input_rays(views, n_rays, cfg.cloud_opacity, gen)] if n_rays else []
         if n > n_rays:
             init = initialise.fill(views, n - n_rays, cfg.init_opacity, 1.0, gen)

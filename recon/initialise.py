@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from cameo.cameras import project_points, unproject_depth
+from cameo.cameras import focus_depth, look_at_point, project_points, unproject_depth
 from recon.views import FitViews
 
 FREE_SPACE_MARGIN = 0.05  # a fill point this much (relative) in front of an observed surface lies in seen-empty space
@@ -76,15 +76,14 @@ def along_input_rays(views: FitViews, n: int, opacity: float, gen: torch.Generat
     """``n`` Gaussians on random pixels of the observed views of weight > 0, in the pixel's colour, at the depth of
     the cameras' look-at point in that view (its distance when it lies behind the camera), sized to tile the image:
     where no depth is known, a guess the inputs re-render from exactly and the generated views move to its place."""
-    index = torch.nonzero(views.observed & (views.weights > 0)).flatten().tolist()
+    index = torch.nonzero(views.weighted_observed).flatten().tolist()
     target = look_at_point(views.c2w)
     parts = []
     for j, i in enumerate(index):
         count = n // len(index) + int(j < n % len(index))
         image, K, c2w = views.images[i].to(views.c2w), views.K[i], views.c2w[i]
         height, width = image.shape[-2:]
-        z = float(project_points(target[None], K, c2w)[1][0])
-        depth = z if z > 0 else float((c2w[:3, 3] - target).norm().clamp_min(1e-3))
+        depth = float(focus_depth(target, K, c2w))
         pick = torch.randint(0, height * width, (count,), generator=gen)
         points = unproject_depth(torch.full((height, width), depth).to(c2w), K, c2w).reshape(-1, 3)[pick]
         colors = image.reshape(3, -1)[:, pick].T
@@ -98,16 +97,6 @@ def concat(parts: list[InitGaussians]) -> InitGaussians:
     """One initialisation from several."""
     return InitGaussians(*(torch.cat([getattr(p, k) for p in parts]) for k in ("means", "colors", "sizes",
                                                                                 "opacities")))
-
-
-def look_at_point(c2w: torch.Tensor) -> torch.Tensor:
-    """Least-squares point closest to all optical axes (falls back to 1 unit ahead of the mean camera)."""
-    o, d = c2w[:, :3, 3], c2w[:, :3, 2]
-    proj = torch.eye(3, dtype=c2w.dtype, device=c2w.device) - d[:, :, None] * d[:, None, :]
-    A, b = proj.sum(0), (proj @ o[:, :, None]).sum(0)
-    if torch.linalg.matrix_rank(A) < 3 or torch.linalg.cond(A) > 1e6:
-        return o.mean(0) + F.normalize(d.mean(0), dim=0)
-    return torch.linalg.solve(A, b)[:, 0]
 
 
 def _in_view(points: torch.Tensor, views: FitViews) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -48,6 +48,11 @@ class FitViews:
             raise ValueError(f"observed must be [{V}] bool, got {tuple(obs.shape)}")
         return cls(imgs, K.float(), c2w.float(), obs.cpu(), _check_weights(weights, V))
 
+    @property
+    def weighted_observed(self) -> torch.Tensor:
+        """``[V]`` bool: the captured views with a say in the fit (weight > 0)."""
+        return self.observed & (self.weights > 0)
+
     def sizes(self) -> list[tuple[int, int]]:
         """(height, width) of every view."""
         return [(int(im.shape[1]), int(im.shape[2])) for im in self.images]
