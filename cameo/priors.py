@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cameo.cameras import focus_depth, look_at_point
 from cameo.geometry.cloud import PointCloud, fuse_depth
 from cameo.geometry.warp import render_points
 from cameo.model.codec import LatentCodec, PixelCodec
@@ -66,6 +67,52 @@ def cloud_views_prior(
     return set_reference_priors(priors, own, ref_mask)
 
 
+PROXY_CONFIDENCE = 0.5
+"""Mask value of proxy pixels (:func:`add_proxy`): the model tells a guessed surface from measured depth (1)."""
+
+MIN_DEPTH_SHARE = 0.01
+"""A reference with depth on fewer of its pixels than this has no depth (:func:`add_proxy` stands in)."""
+
+
+def proxy_plane_depth(K: torch.Tensor, c2w: torch.Tensor, focus: torch.Tensor, height: int, width: int
+                      ) -> torch.Tensor:
+    """Z-depth ``[N,H,W]`` of views ``K [N,3,3]``, ``c2w [N,4,4]`` on the plane parallel to each image through
+    the world point ``focus [3]``."""
+    depth = torch.stack([focus_depth(focus, k, c) for k, c in zip(K.float(), c2w.float())])
+    return depth[:, None, None].expand(-1, height, width).contiguous()
+
+
+def add_proxy(priors: torch.Tensor, ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
+              K: torch.Tensor, c2w: torch.Tensor, without_depth: torch.Tensor) -> torch.Tensor:
+    """``priors [F,4,H,W]`` of views ``K [F]``, ``c2w [F]`` whose empty pixels get the references marked
+    ``without_depth [R]`` warped through a proxy surface, at mask :data:`PROXY_CONFIDENCE`.
+
+    One photo gives no depth (nor does a pair stereo cannot match), yet a target near it still sees mostly what it
+    saw; the proxy puts each such reference on the plane through the look-at point of all the views (where the
+    cameras aim, so the subject is roughly in place), as image-based rendering does without geometry. A model
+    trained with proxies (``prior.proxy``) learns how far to trust them from their mask value.
+    """
+    if not bool(without_depth.any()):
+        return priors
+    height, width = priors.shape[-2:]
+    pick = without_depth.to(ref_K.device)
+    depth = proxy_plane_depth(ref_K[pick], ref_c2w[pick], look_at_point(c2w.double()).float(), height, width)
+    plane = fuse_depth(ref_images[pick], depth, ref_K[pick], ref_c2w[pick], max_points=depth.numel())
+    proxy = render_priors(plane.points, plane.colors, plane.sizes, K, c2w, height, width)
+    proxy = torch.cat([proxy[:, :3], proxy[:, 3:] * PROXY_CONFIDENCE], dim=1).to(priors)
+    return torch.where(priors[:, 3:] > 0, priors, proxy)
+
+
+def without_depth(cloud: PointCloud | None, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int
+                  ) -> torch.Tensor:
+    """``[R]`` bool: the views ``K [R]``, ``c2w [R]`` (the references) of which ``cloud`` covers less than
+    :data:`MIN_DEPTH_SHARE` (all of them without a cloud)."""
+    if cloud is None:
+        return torch.ones(K.shape[0], dtype=torch.bool)
+    own = render_priors(cloud.points, cloud.colors, cloud.sizes, K.float().cpu(), c2w.float().cpu(), height, width)
+    return own[:, 3].flatten(1).mean(1).cpu() < MIN_DEPTH_SHARE
+
+
 @dataclass(frozen=True)
 class PriorAnchor:
     """Observed pixels held to the warped prior while sampling.
@@ -102,9 +149,11 @@ def prior_anchor(codec: LatentCodec, prior: torch.Tensor, strength: float, until
 
 
 def _latent_mask(codec: LatentCodec, valid: torch.Tensor, fold: int) -> torch.Tensor:
-    """Which latents the anchor may hold, from pixel validity ``[N,1,H,W]``: with a pixel codec every latent channel
-    is one pixel (space-to-depth), so exactly the valid pixels, also on a silhouette's partly covered blocks; with an
-    autoencoder, the latents whose whole ``fold x fold`` footprint is valid."""
+    """Which latents the anchor may hold, from the prior's mask ``[N,1,H,W]``: measured pixels only (mask 1, not a
+    proxy's); with a pixel codec every latent channel is one pixel (space-to-depth), so exactly those pixels, also on
+    a silhouette's partly covered blocks; with an autoencoder, the latents whose whole ``fold x fold`` footprint is
+    measured."""
+    valid = (valid >= 1.0 - 1e-6).float()
     if isinstance(codec, PixelCodec):
         return F.pixel_unshuffle(valid.expand(-1, 3, -1, -1), codec.factor)
     return F.avg_pool2d(valid, fold) >= 1.0 - 1e-6

@@ -38,7 +38,10 @@ def test_exact_and_no_depth_clouds(scene):
     assert reference_cloud(refs, K, c2w, depth, "none") is None
     with pytest.raises(ValueError, match="ground-truth depth"):
         reference_cloud(refs, K, c2w, None, "gt")
-    warped = trivial_predictions(refs, c2w, scene.K[2:], scene.c2w[2:], {"gt": exact, "stereo": None})
-    assert set(warped) == {"mean colour", "nearest reference", "warped prior (gt depth)"}
+    warped = trivial_predictions(refs, scene.K[:2], c2w, scene.K[2:], scene.c2w[2:], {"gt": exact, "stereo": None})
+    assert set(warped) == {"mean colour", "nearest reference", "warped prior (gt depth)", "warped prior (proxy plane)"}
+    proxy = warped["warped prior (proxy plane)"]
+    assert float((proxy - warped["mean colour"]).abs().amax(1).gt(0).float().mean()) > 0.3  # references land
+    assert float((proxy - warped["nearest reference"]).abs().mean()) > 0  # warped, not copied
     assert float((warped["warped prior (gt depth)"] - scene.images[2:]).abs().mean()) < \
         float((warped["mean colour"] - scene.images[2:]).abs().mean())

@@ -11,7 +11,7 @@ import torch
 from cameo.cameras import look_at
 from cameo.model import build_model
 from cameo.geometry.cloud import fuse_depth
-from cameo.priors import render_priors, set_reference_priors, views_prior
+from cameo.priors import PROXY_CONFIDENCE, add_proxy, render_priors, set_reference_priors, views_prior
 from cameo.train.config import PriorConfig
 from cameo.train.model_setup import warm_start
 from cameo.train.priors import covisible_depth, degrade_depth, training_priors
@@ -260,3 +260,64 @@ def test_pixel_codec_anchor_holds_every_valid_pixel_also_on_partly_covered_block
 def _render_cloud(cloud, K, c2w, height, width):
     """Priors of a fused cloud rendered into cameras (what views_prior does for targets)."""
     return render_priors(cloud.points, cloud.colors, cloud.sizes, K, c2w, height, width)
+
+
+def test_training_priors_proxy_gives_lone_references_the_plane_through_the_look_at_point():
+    """One reference facing a wall at depth 3 and cameras aimed at its centre: the look-at plane is the wall, so the
+    proxy prior shows what exact depth shows, at mask 0.5 instead of 1; references with depth get no proxy."""
+    batch, ref_mask = _one_reference_batch(b=2, f=3, size=16)
+    quiet = dict(drop_view=0.0, drop_batch=0.0, max_hole_share=0.0, max_noise=0.0, edge_drop=0.0)
+    proxy = training_priors(batch, ref_mask, PriorConfig(covisible=1.0, proxy=True, **quiet),
+                            torch.Generator().manual_seed(0))
+    exact = training_priors(batch, ref_mask, PriorConfig(depth="gt", proxy=True, **quiet),
+                            torch.Generator().manual_seed(0))
+    shown = exact[:, 1:, 3] > 0
+    assert float(shown.float().mean()) > 0.5 and bool((exact[:, 1:, 3][shown] == 1).all())  # depth: no proxy
+    torch.testing.assert_close(proxy[:, 1:, 3], 0.5 * exact[:, 1:, 3])
+    torch.testing.assert_close(proxy[:, 1:, :3], exact[:, 1:, :3])
+    torch.testing.assert_close(proxy[:, 0], exact[:, 0])  # the reference still sees itself at mask 1
+
+
+def test_add_proxy_fills_only_what_measured_depth_leaves_empty():
+    size = 16
+    K, c2w = _cameras(3, size)
+    images = torch.rand(2, 3, size, size)
+    depth = torch.full((2, size, size), 3.0)
+    depth[:, :, : size // 2] = float("nan")
+    ref_mask = torch.tensor([True, True, False])
+    measured = views_prior(images, depth, K[:2], c2w[:2], K, c2w, ref_mask, size, size)
+    both = add_proxy(measured, images, K[:2], c2w[:2], K, c2w, torch.tensor([False, True]))
+    has = measured[:, 3] > 0
+    torch.testing.assert_close(both[:, :, has[2]][2], measured[:, :, has[2]][2])
+    added = both[2, 3][~has[2]]
+    assert bool(((added == 0) | (added == PROXY_CONFIDENCE)).all()) and bool((added > 0).any())
+    torch.testing.assert_close(add_proxy(measured, images, K[:2], c2w[:2], K, c2w, torch.tensor([False, False])),
+                               measured)
+
+
+def test_proxy_model_samples_a_lone_photo_with_the_proxy_and_anchors_only_measured_pixels():
+    from cameo.model.codec import PixelCodec
+    from cameo.priors import prior_anchor
+    from cameo.sampling import sample_views
+
+    size = 16
+    K, c2w = _cameras(3, size)
+    images = torch.rand(1, 3, size, size)
+    plain = build_model("tiny-prior", cameo_head="mean").eval()
+    _perturb_new_inputs(plain)
+    proxied = build_model("tiny-prior", cameo_head="mean", prior_proxy=True).eval()
+    proxied.load_state_dict(plain.state_dict())
+    assert proxied.uses_proxy and not plain.uses_proxy
+    args = (PixelCodec(), images, K[:1], c2w[:1], K[1:], c2w[1:])
+    lone = [sample_views(m, *args, steps=2, seed=1) for m in (plain, proxied)]
+    assert float((lone[0] - lone[1]).abs().max()) > 1e-4  # no depth: only the proxy model gets a prior
+    depth = torch.full((1, size, size), 3.0)
+    given = [sample_views(m, *args, steps=2, seed=1, ref_depth=depth) for m in (plain, proxied)]
+    torch.testing.assert_close(given[0], given[1])  # with depth no proxy is added
+    prior = torch.rand(1, 1, 4, size, size)
+    prior[:, :, 3] = PROXY_CONFIDENCE
+    prior[:, :, 3, : size // 2] = 1.0  # top half measured, bottom half proxy
+    mask = prior_anchor(PixelCodec(), prior, 1.0).mask
+    assert bool((mask[..., : size // 2, :] == 1).all()) and float(mask[..., size // 2 :, :].abs().sum()) == 0
+    with pytest.raises(ValueError, match="prior_proxy"):
+        build_model("tiny", prior_proxy=True)

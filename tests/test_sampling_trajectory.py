@@ -96,3 +96,26 @@ def test_trajectory_with_the_two_pass_anchor_plan():
     out = generate_trajectory(model, PixelCodec(), images, K, c2w, plan, steps=1, cfg=1.0, show_progress=False)
     assert torch.equal(out[[0, 11]], images)  # inputs returned as given
     assert sum(int((~call["ref_mask"]).sum()) for call in model.calls) == 10  # each target generated once
+
+
+class PriorRecordingModel(CountingModel):
+    """A prior-conditioned stand-in that records the prior of every forward; ``proxy``: trained with proxies."""
+
+    def __init__(self, proxy: bool):
+        super().__init__()
+        self.uses_prior, self.uses_proxy = True, proxy
+
+    def forward(self, sample, timesteps, plucker, ref_mask, drop_camera=None, prior=None):
+        self.calls.append(dict(ref_mask=ref_mask.clone(), prior=prior.clone()))
+        return 0.5 * sample
+
+
+def test_trajectory_gives_inputs_without_depth_a_proxy_prior_only_for_proxy_models():
+    shown = {}
+    for proxy in (False, True):
+        model = PriorRecordingModel(proxy)
+        _run(model, steps=1, cfg=1.0)
+        first = model.calls[0]
+        shown[proxy] = first["prior"][~first["ref_mask"]][:, 3]  # the first pass's targets' masks
+    assert float(shown[False].abs().sum()) == 0.0  # no cloud: an empty prior
+    assert bool((shown[True] > 0).any()) and set(shown[True].unique().tolist()) <= {0.0, 0.5}

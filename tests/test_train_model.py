@@ -165,3 +165,12 @@ def test_train_warm_starts_from_an_exported_model(tmp_path):
     # a folder from another configuration is refused with a clear message (exit code 2)
     assert main(["--config", str(config), "--cameo.no-enabled", "--model.init-from", str(tmp_path / "run" / "model"),
                  "--optim.max-steps", "0", "--output-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_train_with_proxy_priors_exports_a_model_that_asks_for_them(tmp_path):
+    config = _write_config(tmp_path, "tiny-prior", 16, val_every=0, prior={"covisible": 1.0, "proxy": True})
+    assert main(["--config", str(config), "--optim.max-steps", "1"]) == 0
+    from cameo.model_folder import CameoModel
+
+    loaded = CameoModel.from_pretrained(tmp_path / "run" / "model", "cpu")
+    assert loaded.conditioning == "camera+prior" and loaded.unet.uses_proxy  # sampling then adds proxies

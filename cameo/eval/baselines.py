@@ -4,7 +4,9 @@ A model score means nothing alone: ``cameo-eval nvs`` scores these on the same s
 - ``mean colour``: a flat image of the references' mean colour;
 - ``nearest reference``: the reference whose camera centre is closest to the target's, copied;
 - ``warped prior (stereo|gt depth)``: the references' point cloud rendered into the target (the model's prior,
-  :mod:`cameo.priors`), holes filled with the references' mean colour.
+  :mod:`cameo.priors`), holes filled with the references' mean colour;
+- ``warped prior (proxy plane)``: every reference warped through the plane across the cameras' look-at point (the
+  proxy a model trained with ``prior.proxy`` gets for a reference without depth), holes the mean colour.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Literal
 import torch
 
 from cameo.geometry.cloud import PointCloud, fuse_depth, scene_point_cloud
-from cameo.priors import render_priors
+from cameo.priors import add_proxy, render_priors
 
 DepthSource = Literal["stereo", "gt", "none"]
 DEPTH_SOURCES: tuple[str, ...] = ("stereo", "gt", "none")
@@ -63,13 +65,26 @@ def warped_references(ref_images: torch.Tensor, cloud: PointCloud, target_K: tor
     return torch.where(prior[:, 3:] > 0, prior[:, :3], fill)
 
 
-def trivial_predictions(ref_images: torch.Tensor, ref_c2w: torch.Tensor, target_K: torch.Tensor,
+def proxy_warped_references(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
+                            target_K: torch.Tensor, target_c2w: torch.Tensor) -> torch.Tensor:
+    """The references warped into the targets through the proxy plane (:func:`cameo.priors.add_proxy`; the look-at
+    point of references and targets together), holes = the references' mean colour."""
+    height, width = ref_images.shape[-2:]
+    K, c2w = torch.cat([ref_K, target_K]).float(), torch.cat([ref_c2w, target_c2w]).float()
+    empty = torch.zeros(K.shape[0], 4, height, width)
+    lone = torch.ones(ref_images.shape[0], dtype=torch.bool)
+    prior = add_proxy(empty, ref_images.float(), ref_K.float(), ref_c2w.float(), K, c2w, lone)[ref_images.shape[0]:]
+    return torch.where(prior[:, 3:] > 0, prior[:, :3], mean_colour(ref_images, target_K.shape[0]))
+
+
+def trivial_predictions(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor, target_K: torch.Tensor,
                         target_c2w: torch.Tensor, clouds: dict[str, PointCloud | None]) -> dict[str, torch.Tensor]:
     """Every baseline's targets ``[M,3,H,W]`` by name; ``clouds``: the references' cloud per depth source (None =
     skipped)."""
     out = {
         "mean colour": mean_colour(ref_images, target_K.shape[0]),
         "nearest reference": nearest_reference(ref_images, ref_c2w, target_c2w),
+        "warped prior (proxy plane)": proxy_warped_references(ref_images, ref_K, ref_c2w, target_K, target_c2w),
     }
     for source, cloud in clouds.items():
         if cloud is not None:

@@ -118,7 +118,7 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
             shown = _warped_prior(refs, clouds.get(sources[0]), scene, n)
             examples[setting].append((refs, gt, *shown, next(iter(predictions.values()))))
             if baselines:
-                predictions.update(trivial_predictions(refs, scene.c2w[:n], scene.K[n:], scene.c2w[n:],
+                predictions.update(trivial_predictions(refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:],
                                                        {src: clouds.get(src) for src in ("stereo", "gt")}))
             for method, pred in predictions.items():
                 values = metrics(pred, gt)

@@ -19,8 +19,10 @@ _DROPPED_SD_KEYS = re.compile(r"transformer_blocks\.\d+\.(attn2|norm2)\.")
 _NEW_KEYS = re.compile(r"\.(norm_q|norm_k)\.")
 
 
-def build_model(config: str | ModelSpec, pretrained: str | Path | None = None, cameo_head: HeadKind = "mlp") -> MultiViewUNet:
-    """A ``MultiViewUNet`` for a named configuration; with ``pretrained``, UNet weights come from that SD folder."""
+def build_model(config: str | ModelSpec, pretrained: str | Path | None = None, cameo_head: HeadKind = "mlp",
+                prior_proxy: bool = False) -> MultiViewUNet:
+    """A ``MultiViewUNet`` for a named configuration; with ``pretrained``, UNet weights come from that SD folder;
+    ``prior_proxy``: it will be trained with proxy priors (recorded in its config for sampling)."""
     spec = get_spec(config) if isinstance(config, str) else config
     model = MultiViewUNet(
         unet_config=spec.unet_config(),
@@ -34,6 +36,7 @@ def build_model(config: str | ModelSpec, pretrained: str | Path | None = None, c
         codec_shift=spec.pixel_shift,
         codec_scale=spec.pixel_scale,
         prior_injection=spec.prior_injection,
+        prior_proxy=prior_proxy,
     )
     if pretrained is not None:
         load_stable_diffusion_unet(model, pretrained)

@@ -55,10 +55,13 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
         codec_shift: float = 0.0,
         codec_scale: float = 1.0,
         prior_injection: PriorInjection | None = None,
+        prior_proxy: bool = False,
     ) -> None:
         super().__init__()
         if prior_injection not in (None, *PRIOR_INJECTIONS):
             raise ValueError(f"prior_injection must be None or one of {PRIOR_INJECTIONS}, got {prior_injection!r}")
+        if prior_proxy and prior_injection is None:
+            raise ValueError("prior_proxy needs a model with prior_injection")
         self.prior_fold = image_size // int(unet_config["sample_size"])
         if prior_injection in ("input", "both"):
             unet_config = {**unet_config, "in_channels": unet_config["in_channels"] + PRIOR_CHANNELS * self.prior_fold**2}
@@ -142,6 +145,12 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
     def uses_prior(self) -> bool:
         """Whether :meth:`forward` expects a warped-reference ``prior``."""
         return self.config.prior_injection is not None
+
+    @property
+    def uses_proxy(self) -> bool:
+        """Whether the model was trained with proxy priors for references without depth (``cameo.priors.add_proxy``),
+        so sampling gives them one."""
+        return bool(getattr(self.config, "prior_proxy", False))
 
     def _prior_input(self, prior: torch.Tensor) -> torch.Tensor:
         """``[N,4,H,W]`` prior -> ``[N, 4 f^2, h, w]``: RGB in the pixel codec's standardised range (0 in holes)

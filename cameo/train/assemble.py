@@ -18,7 +18,7 @@ from cameo.train.objective import CameoObjective, multiview_forward
 def build_components(cfg: TrainConfig, accelerator: Accelerator) -> Components:
     """Model, codec, CAMEO objective and datasets of ``cfg`` (used by ``cameo-train``)."""
     spec = model_spec(cfg)
-    model = build_model(spec, cfg.model.pretrained, cameo_head=cfg.cameo.head)
+    model = build_model(spec, cfg.model.pretrained, cameo_head=cfg.cameo.head, prior_proxy=cfg.prior.proxy)
     if cfg.model.init_from:
         warm_start(model, Path(cfg.model.init_from))
     codec = load_frozen_codec(cfg, accelerator.device)

@@ -149,6 +149,9 @@ class PriorConfig:
     extrapolate: bool = False
     """After a ``covisible`` cut of two references, give the pixels beyond the other reference's frame depth
     extrapolated from the kept ones, as ``cameo-recon``'s stereo does (``cameo.geometry.fill``)."""
+    proxy: bool = False
+    """References left without depth (a lone one after the ``covisible`` cut) get the proxy prior sampling gives a
+    lone photo (``cameo.priors.add_proxy``); the exported model records it (``prior_proxy``)."""
 
 
 @dataclass

@@ -6,7 +6,8 @@ So the references' ground-truth depth is degraded (edge pixels dropped, random b
 noise) before it is warped; optionally (``covisible``) it is first cut to what another reference also sees, the
 only pixels stereo can match (at test time the prior holes are mostly the parts one photo alone sees), and
 (``extrapolate``) the parts of a pair beyond each other's frame then get the same extrapolated depth as stereo's
-holes get at test time. Dropout
+holes get at test time; (``proxy``) a reference left without any depth gets the proxy prior sampling gives a lone
+photo (:func:`cameo.priors.add_proxy`). Dropout
 follows MVGenMaster: each target's prior is dropped with ``drop_view``, the whole batch's prior with ``drop_batch``,
 so one view without depth and the CFG unconditional branch keep working.
 Every draw comes from the step generator, so a resumed run sees the same priors.
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from cameo.geometry.fill import extrapolate_beyond_overlap
 from cameo.geometry.stereo import two_way_consistent
-from cameo.priors import views_prior
+from cameo.priors import MIN_DEPTH_SHARE, add_proxy, views_prior
 from cameo.train.config import PriorConfig
 
 
@@ -68,8 +69,11 @@ def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: 
                 if cfg.extrapolate and ref_depth.shape[0] == 2:
                     ref_depth = extrapolate_beyond_overlap(ref_depth, K[i][refs], c2w[i][refs])[0]
             ref_depth = degrade_depth(ref_depth, cfg, gen)
-        priors.append(views_prior(images[i][refs], ref_depth, K[i][refs], c2w[i][refs], K[i], c2w[i], refs,
-                                  height, width))
+        prior = views_prior(images[i][refs], ref_depth, K[i][refs], c2w[i][refs], K[i], c2w[i], refs, height, width)
+        if cfg.proxy:
+            share = (torch.isfinite(ref_depth) & (ref_depth > 0)).flatten(1).float().mean(1)
+            prior = add_proxy(prior, images[i][refs], K[i][refs], c2w[i][refs], K[i], c2w[i], share < MIN_DEPTH_SHARE)
+        priors.append(prior)
     out = torch.stack(priors)
     keep = (torch.rand(b, f, generator=gen) >= cfg.drop_view) | ref_mask
     keep &= torch.rand(1, generator=gen) >= cfg.drop_batch
