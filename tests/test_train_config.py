@@ -10,7 +10,7 @@ import torch
 from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
-SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-covisible", "demo-cpu-extrapolate", "demo-cpu-cat3d",
+SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-covisible", "demo-cpu-extrapolate", "demo-cpu-proxy", "demo-cpu-cat3d",
            "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
 
 
@@ -94,6 +94,16 @@ def test_extrapolate_stage_continues_stage_3_with_the_depth_stereo_extrapolates(
     assert not stage3.prior.extrapolate and stage4.prior.extrapolate
     assert dataclasses.replace(stage4.prior, extrapolate=False) == stage3.prior
     assert stage4.model.preset == stage3.model.preset and stage4.model.init_from == f"{stage3.output_dir}/model"
+
+
+def test_proxy_stage_continues_stage_4_with_proxy_priors_for_references_without_depth():
+    """Stage 5 of the bundled model: stage 4's data, objective and priors, plus ``prior.proxy``."""
+    stage4, stage5 = load_config("demo-cpu-extrapolate"), load_config("demo-cpu-proxy")
+    assert (stage5.data, stage5.diffusion, stage5.seed, stage5.cameo, stage5.optim) == \
+        (stage4.data, stage4.diffusion, stage4.seed, stage4.cameo, stage4.optim)
+    assert not stage4.prior.proxy and stage5.prior.proxy
+    assert dataclasses.replace(stage5.prior, proxy=False) == stage4.prior
+    assert stage5.model.preset == stage4.model.preset and stage5.model.init_from == f"{stage4.output_dir}/model"
 
 
 def test_train_help_lists_the_shipped_configs(capsys):
