@@ -140,8 +140,9 @@ def test_bundled_model_is_small_fp16_and_samples_deterministically():
             assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}, file
     pre = CameoModel.from_pretrained(BUNDLED, "cpu")
     train = pre.train_config  # the training config recorded beside the model
-    assert train["name"] == "demo-cpu-extrapolate" and train["cameo"]["enabled"] and str(train["cameo"]["layer"]) == "10"
+    assert train["name"] == "demo-cpu-proxy" and train["cameo"]["enabled"] and str(train["cameo"]["layer"]) == "10"
     assert train["prior"]["covisible"] > 0 and train["prior"]["extrapolate"]  # stage 4: priors as stereo leaves them
+    assert train["prior"]["proxy"] and pre.unet.uses_proxy  # stage 5: a photo without depth gets the proxy prior
     assert (pre.image_size, pre.frames_per_group) == (64, 4) and "steps" in (pre.model_card or "")
     scene = load_scene(Path(__file__).resolve().parents[1] / "assets" / "demo" / "object_00" / "scene.json")
     images = torch.nn.functional.interpolate(scene.load_images(), size=(64, 64), mode="area")
