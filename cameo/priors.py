@@ -83,19 +83,19 @@ def proxy_plane_depth(K: torch.Tensor, c2w: torch.Tensor, focus: torch.Tensor, h
 
 
 def add_proxy(priors: torch.Tensor, ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
-              K: torch.Tensor, c2w: torch.Tensor, without_depth: torch.Tensor) -> torch.Tensor:
+              K: torch.Tensor, c2w: torch.Tensor, lone: torch.Tensor) -> torch.Tensor:
     """``priors [F,4,H,W]`` of views ``K [F]``, ``c2w [F]`` whose empty pixels get the references marked
-    ``without_depth [R]`` warped through a proxy surface, at mask :data:`PROXY_CONFIDENCE`.
+    ``lone [R]`` (no depth) warped through a proxy surface, at mask :data:`PROXY_CONFIDENCE`.
 
     One photo gives no depth (nor does a pair stereo cannot match), yet a target near it still sees mostly what it
     saw; the proxy puts each such reference on the plane through the look-at point of all the views (where the
     cameras aim, so the subject is roughly in place), as image-based rendering does without geometry. A model
     trained with proxies (``prior.proxy``) learns how far to trust them from their mask value.
     """
-    if not bool(without_depth.any()):
+    if not bool(lone.any()):
         return priors
     height, width = priors.shape[-2:]
-    pick = without_depth.to(ref_K.device)
+    pick = lone.to(ref_K.device)
     depth = proxy_plane_depth(ref_K[pick], ref_c2w[pick], look_at_point(c2w.double()).float(), height, width)
     plane = fuse_depth(ref_images[pick], depth, ref_K[pick], ref_c2w[pick], max_points=depth.numel())
     proxy = render_priors(plane.points, plane.colors, plane.sizes, K, c2w, height, width)
@@ -111,6 +111,16 @@ def without_depth(cloud: PointCloud | None, K: torch.Tensor, c2w: torch.Tensor, 
         return torch.ones(K.shape[0], dtype=torch.bool)
     own = render_priors(cloud.points, cloud.colors, cloud.sizes, K.float().cpu(), c2w.float().cpu(), height, width)
     return own[:, 3].flatten(1).mean(1).cpu() < MIN_DEPTH_SHARE
+
+
+def proxy_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_images: torch.Tensor,
+                        ref_K: torch.Tensor, ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
+                        ) -> torch.Tensor:
+    """Sampling's priors ``[F,4,H,W]`` (views ``K``, ``c2w``) with the proxy of every reference the references'
+    ``cloud`` leaves without depth (:func:`without_depth`, :func:`add_proxy`); all on the CPU."""
+    lone = without_depth(cloud, ref_K, ref_c2w, *priors.shape[-2:])
+    return add_proxy(priors, ref_images.float().cpu(), ref_K.float().cpu(), ref_c2w.float().cpu(), K.float().cpu(),
+                     c2w.float().cpu(), lone)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from cameo.diffusion import camera_conditioning
 from cameo.model.codec import LatentCodec
 from cameo.geometry.cloud import fuse_depth
-from cameo.priors import (PriorAnchor, add_proxy, cloud_views_prior, prior_anchor, render_priors,
-                          set_reference_priors, without_depth)
+from cameo.priors import (PriorAnchor, cloud_views_prior, prior_anchor, proxy_for_depthless, render_priors,
+                          set_reference_priors)
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction of work done, in [0, 1]."""
@@ -207,9 +207,7 @@ def sample_views(
                                ref_c2w.float().cpu(), max_points=ref_depth.numel())
         prior = cloud_views_prior(cloud, ref_images.float().cpu(), all_K, all_c2w, ref_mask[0].cpu(), height, width)
         if getattr(model, "uses_proxy", False):
-            lone = without_depth(cloud, ref_K, ref_c2w, height, width)
-            prior = add_proxy(prior, ref_images.float().cpu(), ref_K.float().cpu(), ref_c2w.float().cpu(), all_K,
-                              all_c2w, lone)
+            prior = proxy_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w)
         prior = prior[None]
     held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
     generator = torch.Generator().manual_seed(seed)
@@ -339,9 +337,7 @@ def generate_trajectory(
     wanted = _wants_priors(model, anchor, cloud is not None)
     priors = _path_priors(cloud, K_all, c2w_all, height, width) if wanted else None
     if priors is not None and getattr(model, "uses_proxy", False):
-        lone = without_depth(cloud, K_all[inputs], c2w_all[inputs], height, width)
-        priors = add_proxy(priors, input_images.float().cpu(), K_all[inputs].cpu(), c2w_all[inputs].cpu(),
-                           K_all.cpu(), c2w_all.cpu(), lone)
+        priors = proxy_for_depthless(priors, cloud, input_images, K_all[inputs], c2w_all[inputs], K_all, c2w_all)
     total, finished = sum(len(p) for p in jobs), 0
     bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
     for pass_jobs in jobs:
