@@ -99,3 +99,22 @@ def test_holes_beyond_the_other_frame_get_the_view_s_depth_holes_inside_stay() -
     alone[1] = float("nan")  # a view without any depth stays empty
     filled, mask = extrapolate_beyond_overlap(alone, K, c2w)
     assert torch.isnan(filled[1]).all() and not mask[1].any() and mask[0, :, :25].all()
+
+
+def test_too_few_matches_leave_a_view_without_depth_before_anything_is_extrapolated(monkeypatch) -> None:
+    from cameo.geometry import cloud
+    from cameo.geometry.stereo import StereoResult
+
+    depth = torch.full((2, H, W), 2.0)
+    depth[0, :, 3:] = float("nan")  # view 0 matched on 3 of 96 columns (3 %): streaks, not a surface
+    torch.testing.assert_close(cloud.drop_sparse_views(depth, 0.02), depth, equal_nan=True)
+    dropped = cloud.drop_sparse_views(depth, 0.05)
+    assert torch.isnan(dropped[0]).all() and torch.equal(dropped[1], depth[1])
+    K, c2w = _side_by_side_pair()
+    found = StereoResult(depth, torch.isfinite(depth).float(), torch.isfinite(depth))
+    monkeypatch.setattr(cloud, "two_view_depth", lambda *args, **kwargs: found)
+    filled, confidence = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w)
+    assert torch.isnan(filled[0]).all() and float(confidence[0].abs().sum()) == 0  # nothing to extrapolate from
+    assert torch.isfinite(filled[1]).all()
+    kept, _ = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w, min_match_share=0.0)
+    assert float(torch.isfinite(kept[0]).float().mean()) > 0.2  # without the rule the 3 % spread over a quarter
