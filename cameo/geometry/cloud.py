@@ -68,6 +68,11 @@ MIN_MATCH_SHARE = 0.05
 """A view whose stereo matches cover less of it than this keeps no depth (:func:`drop_sparse_views`)."""
 
 
+def depth_share(depth: torch.Tensor) -> torch.Tensor:
+    """``[V]``: the share of each view of ``depth [V,H,W]`` with a valid (finite, positive) depth."""
+    return (torch.isfinite(depth) & (depth > 0)).flatten(1).float().mean(1)
+
+
 def drop_sparse_views(depth: torch.Tensor, min_share: float = MIN_MATCH_SHARE) -> torch.Tensor:
     """``depth [V,H,W]`` (NaN invalid) with every view whose valid pixels are fewer than ``min_share`` of it emptied.
 
@@ -76,8 +81,8 @@ def drop_sparse_views(depth: torch.Tensor, min_share: float = MIN_MATCH_SHARE) -
     bundled model given such depth scored 0.1-1.4 dB below itself given none, where it gets the proxy prior instead
     (the photo warped through the plane across the cameras' look-at point, ``cameo.priors.add_proxy``).
     """
-    share = (torch.isfinite(depth) & (depth > 0)).flatten(1).float().mean(1)
-    return torch.where((share < min_share)[:, None, None], torch.full_like(depth, float("nan")), depth)
+    sparse = depth_share(depth) < min_share
+    return torch.where(sparse[:, None, None], torch.full_like(depth, float("nan")), depth)
 
 
 def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, options: StereoOptions | None = None,

@@ -20,6 +20,7 @@ from itertools import permutations
 import torch
 import torch.nn.functional as F
 
+from cameo.geometry.cloud import depth_share
 from cameo.geometry.fill import extrapolate_beyond_overlap
 from cameo.geometry.stereo import two_way_consistent
 from cameo.priors import MIN_DEPTH_SHARE, add_proxy, views_prior
@@ -71,8 +72,8 @@ def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: 
             ref_depth = degrade_depth(ref_depth, cfg, gen)
         prior = views_prior(images[i][refs], ref_depth, K[i][refs], c2w[i][refs], K[i], c2w[i], refs, height, width)
         if cfg.proxy:
-            share = (torch.isfinite(ref_depth) & (ref_depth > 0)).flatten(1).float().mean(1)
-            prior = add_proxy(prior, images[i][refs], K[i][refs], c2w[i][refs], K[i], c2w[i], share < MIN_DEPTH_SHARE)
+            lone = depth_share(ref_depth) < MIN_DEPTH_SHARE
+            prior = add_proxy(prior, images[i][refs], K[i][refs], c2w[i][refs], K[i], c2w[i], lone)
         priors.append(prior)
     out = torch.stack(priors)
     keep = (torch.rand(b, f, generator=gen) >= cfg.drop_view) | ref_mask
