@@ -227,3 +227,19 @@ def focus_depth(point: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torc
     it lies behind the camera, so a plane through it is always in front."""
     z = project_points(point[None], K, c2w)[1][0]
     return torch.where(z > 0, z, (c2w[:3, 3] - point).norm().clamp_min(1e-3))
+
+
+def up_direction(c2w: torch.Tensor, parallel: float = 0.01) -> torch.Tensor:
+    """World up ``[3]`` as cameras ``c2w [N,4,4]`` (OpenCV) are held: the direction perpendicular to every camera's
+    x axis (a camera without roll keeps its x axis level, whatever its pitch or heading). When the x axes are all
+    (nearly) parallel, which leaves up free to turn about them (one camera, facing or opposite views), the cameras'
+    mean up axis (-y) made perpendicular to them. The sign follows that axis."""
+    c2w = c2w.double()
+    x, up = c2w[:, :3, 0], F.normalize(-c2w[:, :3, 1].mean(0), dim=0)
+    values, vectors = torch.linalg.eigh(x.T @ x / len(x))
+    if values[1] > parallel:
+        direction = vectors[:, 0]
+    else:
+        axis = vectors[:, 2]
+        direction = F.normalize(up - (up @ axis) * axis, dim=0)
+    return (direction if direction @ up >= 0 else -direction).float()

@@ -149,3 +149,16 @@ def test_relative_to_reference_and_inverse():
     rel = cam.relative_to_reference(c2w, ref=2)
     assert torch.allclose(rel[2], torch.eye(4, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(cam.invert_pose(c2w) @ c2w, torch.eye(4, dtype=torch.float64).expand(3, 4, 4), atol=1e-12)
+
+
+def test_up_direction_is_level_cameras_up_whatever_their_pitch() -> None:
+    """Two roll-free cameras at different headings and pitches: up is the normal of their x axes, not the mean of
+    their (pitched) y axes; with parallel x axes the mean up axis breaks the tie."""
+    up = torch.tensor([0.0, 0.0, 1.0])
+    eyes = torch.tensor([[2.0, 0.0, 2.0], [0.0, 2.0, 0.5]])
+    c2w = cam.look_at(eyes, torch.zeros(2, 3), up)
+    assert torch.allclose(cam.up_direction(c2w), up, atol=1e-5)
+    flipped = cam.look_at(eyes, torch.zeros(2, 3), -up)  # OpenCV y points down: the sign follows the cameras' up
+    assert torch.allclose(cam.up_direction(flipped), -up, atol=1e-5)
+    level = cam.look_at(torch.tensor([[2.0, 0.0, 0.0], [-2.0, 0.0, 0.0]]), torch.zeros(2, 3), up)
+    assert torch.allclose(cam.up_direction(level), up, atol=1e-5)
