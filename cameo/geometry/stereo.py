@@ -11,6 +11,11 @@ then at full resolution inside it; a zero-mean normalised cross-correlation (ZNC
 winner-take-all with a parabolic sub-hypothesis fit; a distinctiveness confidence (best vs best-elsewhere score); and a
 two-way check (the other view's depth at the projected pixel must agree). Low-texture, ambiguous, out-of-range and
 inconsistent pixels come out invalid (depth NaN) rather than wrong.
+
+A second sweep runs over level planes (normal: the world up the cameras' orientations give, offset: the camera's
+height above the plane), as multi-direction plane sweeps do: a fronto-parallel window cannot match a floor or a
+table seen from far-apart directions (the texture is sheared differently in each view), a window warped through the
+floor's own plane can. Its checked depth fills the pixels the fronto-parallel sweep leaves empty.
 """
 
 from __future__ import annotations
@@ -22,17 +27,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cameo.cameras import invert_pose, pixel_centers, project_points, unproject_depth
+from cameo.cameras import invert_pose, pixel_centers, project_points, unproject_depth, up_direction
 
 
 @dataclass
 class StereoResult:
     """Per view: ``depth [2,H,W]`` z-depth (NaN invalid), ``confidence [2,H,W]`` in [0, 1] (0 where invalid),
-    ``valid [2,H,W]`` bool."""
+    ``valid [2,H,W]`` bool, ``level [2,H,W]`` bool: the valid pixels whose depth came from the level-plane sweep."""
 
     depth: torch.Tensor
     confidence: torch.Tensor
     valid: torch.Tensor
+    level: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class StereoOptions:
     p1: float = 0.1  # semi-global penalty for a one-hypothesis step between neighbours (cost = 1 - ZNCC)
     p2: float = 0.5  # semi-global penalty for a larger jump
     chunk: int = 16  # hypotheses warped at once (bounds memory at chunk x H x W x ~10 floats)
+    ground_hypotheses: int = 96  # second sweep over level planes (0: fronto-parallel planes only)
 
 
 def gray_levels(images: torch.Tensor) -> torch.Tensor:
@@ -127,14 +134,16 @@ def _reference_stats(gray: torch.Tensor, ref: int, window: int) -> tuple[torch.T
 
 def _zncc(gray: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rho: torch.Tensor, src: int,
           stats: tuple[torch.Tensor, ...], window: int) -> torch.Tensor:
-    """ZNCC ``[c,H,W]`` of the reference against view ``src`` warped onto the planes at inverse depths ``rho``
-    ``[c,1,1,1]``; -1 where the pixel leaves the source image."""
+    """ZNCC ``[c,H,W]`` of the reference against view ``src`` warped onto ``c`` planes given by their per-pixel
+    inverse depths ``rho`` (``[c,1,1,1]`` fronto-parallel or ``[c,1,H,W]``); -1 where the pixel leaves the source
+    image or its ray misses the plane (``rho <= 0``)."""
     _, _, height, width = gray.shape
     r, r_mean, r_std = stats
     p = a[None] + rho * b[None, :, None, None]  # [c,3,H,W]
     z = p[:, 2]
     uv = p[:, :2] / z.clamp_min(1e-12)[:, None]
-    inside = (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0) & (uv[:, 1] <= height)
+    inside = ((rho[:, 0] > 0) & (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0)
+              & (uv[:, 1] <= height))
     scale = torch.tensor([2.0 / width, 2.0 / height], dtype=a.dtype)
     grid = (uv.permute(0, 2, 3, 1) * scale - 1).clamp(-2, 2)
     warped = F.grid_sample(gray[src : src + 1].expand(len(rho), -1, -1, -1), grid, mode="bilinear",
@@ -148,13 +157,15 @@ def _zncc(gray: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rho: torch.Tenso
 
 
 def _scores(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref: int, rho: torch.Tensor, window: int,
-            chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ZNCC of view ``ref`` against the other view warped onto each inverse depth: ``[D,H,W]`` (-1 where the pixel
-    leaves the other image), and the reference's texture along epipolar lines ``[H,W]``."""
+            chunk: int, slant: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZNCC of view ``ref`` against the other view warped onto each plane: ``[D,H,W]`` (-1 where the pixel
+    leaves the other image), and the reference's texture along epipolar lines ``[H,W]``. Planes are fronto-parallel
+    at inverse depths ``rho [D]``, or with ``slant [H,W]`` (:func:`ground_slant`) level at inverse heights ``rho``."""
     height, width = gray.shape[-2:]
     a, b = _sweep_terms(K, c2w, ref, 1 - ref, height, width)
     stats = _reference_stats(gray, ref, window)
-    out = [_zncc(gray, a, b, part[:, None, None, None], 1 - ref, stats, window) for part in rho.split(chunk)]
+    shape = torch.ones(1, 1, height, width) if slant is None else slant[None, None]
+    out = [_zncc(gray, a, b, part[:, None, None, None] * shape, 1 - ref, stats, window) for part in rho.split(chunk)]
     return torch.cat(out), epipolar_texture(gray, K, c2w, ref, window)
 
 
@@ -168,6 +179,26 @@ class _Match:
     confidence: torch.Tensor
     position: torch.Tensor  # sub-hypothesis index of the winner
     reliable: torch.Tensor | None = None
+
+
+MIN_SLANT = 0.05
+"""Rays meeting a level plane at a grazing angle (slant below this: depth over 20 camera heights) get no depth from
+the level sweep."""
+
+
+def ground_slant(K: torch.Tensor, c2w: torch.Tensor, ref: int, up: torch.Tensor, height: int, width: int
+                 ) -> torch.Tensor:
+    """``[H,W]``: per pixel of view ``ref``, the inverse z-depth of the level plane (normal ``up`` in the world) one
+    unit below the camera; a plane ``h`` below lies at inverse depth ``slant / h`` (``<= 0``: the ray never meets
+    it)."""
+    rays = torch.cat([pixel_centers(height, width, dtype=K.dtype), torch.ones(height, width, 1, dtype=K.dtype)], -1)
+    down = c2w[ref, :3, :3].T @ -up.to(c2w.dtype)  # world down in the camera frame
+    return (rays @ torch.linalg.inv(K[ref]).T) @ down
+
+
+def _on_plane(height: torch.Tensor, slant: torch.Tensor) -> torch.Tensor:
+    """Z-depth where rays of ``slant`` meet level planes ``height`` below the camera (NaN at grazing rays)."""
+    return torch.where(slant > MIN_SLANT, height / slant.clamp_min(MIN_SLANT), torch.full_like(height, float("nan")))
 
 
 def _scan(cost: torch.Tensor, p1: float, p2: float) -> torch.Tensor:
@@ -268,19 +299,23 @@ def _hypotheses(lo: float, hi: float, count: int, geometric: bool, max_ratio: fl
 
 
 def _match_views(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ranges: list[tuple[float, float]],
-                 count: int, opts: StereoOptions, geometric: bool = False) -> list[_Match]:
+                 count: int, opts: StereoOptions, geometric: bool = False, up: torch.Tensor | None = None
+                 ) -> list[_Match]:
     """Sweep each view against the other over its inverse-depth range (hypotheses spaced uniformly, or
     geometrically for the coarse search), aggregate semi-globally, pick winners and flag the reliable ones
-    (textured, well matched, unambiguous)."""
+    (textured, well matched, unambiguous). With ``up``: over level planes, ``ranges`` in inverse camera height."""
     _, _, height, width = gray.shape
     window = _window_for(height, width, opts.window)
+    slants = [None if up is None else ground_slant(K, c2w, ref, up, height, width) for ref in range(2)]
     rhos = [_hypotheses(lo, hi, count, geometric) for lo, hi in ranges]
-    scored = [_scores(gray, K, c2w, ref, rho, window, opts.chunk) for ref, rho in enumerate(rhos)]
+    scored = [_scores(gray, K, c2w, ref, rho, window, opts.chunk, slants[ref]) for ref, rho in enumerate(rhos)]
     zncc = torch.stack([volume for volume, _ in scored])
     cost = aggregate(1 - zncc, opts.p1, opts.p2)
     matches = []
     for ref, rho in enumerate(rhos):
         match = _winner(cost[ref], zncc[ref], rho)
+        if slants[ref] is not None:
+            match.depth = _on_plane(match.depth, slants[ref])
         good = (scored[ref][1] >= opts.min_texture) & (match.score >= opts.min_score)
         match.reliable = good & (match.confidence >= opts.min_confidence) & torch.isfinite(match.depth)
         matches.append(match)
@@ -322,17 +357,96 @@ def _narrowed_range(depth: torch.Tensor, full: tuple[float, float], margin: floa
 
 
 def _coarse_ranges(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full: list[tuple[float, float]],
-                   opts: StereoOptions) -> list[tuple[float, float]]:
-    """Per-view inverse-depth ranges found by a sweep at half resolution over the full overlap ranges."""
+                   opts: StereoOptions, up: torch.Tensor | None = None) -> list[tuple[float, float]]:
+    """Per-view inverse-depth ranges found by a sweep at half resolution over the full overlap ranges (with
+    ``up``: inverse camera heights of the level sweep)."""
     height, width = gray.shape[-2:]
     if min(height, width) < 48:
         return full
     small = F.interpolate(gray, size=(height // 2, width // 2), mode="area")
     K_small = K.clone()
     K_small[:, :2] *= torch.tensor([[(width // 2) / width], [(height // 2) / height]], dtype=K.dtype)
-    matches = _match_views(small, K_small, c2w, full, opts.coarse_hypotheses, opts, geometric=True)
+    matches = _match_views(small, K_small, c2w, full, opts.coarse_hypotheses, opts, geometric=True, up=up)
     depth = _checked(matches, K_small, c2w, 1.0, 2 * opts.max_depth_disagreement)
+    if up is not None:  # back to the plane's height below the camera, the level sweep's parameter
+        depth = depth * torch.stack([ground_slant(K_small, c2w, r, up, *depth.shape[-2:]) for r in range(2)])
     return [_narrowed_range(depth[ref], full[ref]) for ref in range(2)]
+
+
+GROUND_REACH = 20.0
+"""The level sweep spans inverse camera heights from the farthest overlap depth to this many times the nearest's
+inverse (a camera looking at its plane at a slant of 1/20)."""
+
+
+def _resized(gray: torch.Tensor, K: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey levels and intrinsics with the short side at most ``side`` (area resampling)."""
+    height, width = gray.shape[-2:]
+    factor = min(1.0, side / min(height, width))
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    K = K.clone()
+    K[:, :2] *= torch.tensor([[size[1] / width], [size[0] / height]], dtype=K.dtype)
+    return F.interpolate(gray, size=size, mode="area"), K
+
+
+def _plane_scores(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, normal: torch.Tensor, rho: torch.Tensor,
+                  window: int, chunk: int) -> torch.Tensor:
+    """``[D]``: for level planes (normal ``normal``) at inverse heights ``rho [D]`` below camera 0, the share of
+    its pixels the plane warp aligns with camera 1 (ZNCC above 0.9: a wrong plane aligns a few %, the right one
+    every pixel on it)."""
+    height, width = gray.shape[-2:]
+    a, b = _sweep_terms(K, c2w, 0, 1, height, width)
+    slant = ground_slant(K, c2w, 0, normal, height, width)[None, None]
+    stats = _reference_stats(gray, 0, window)
+    shares = [(_zncc(gray, a, b, part[:, None, None, None] * slant, 1, stats, window) > 0.9).float().mean((1, 2))
+              for part in rho.split(chunk)]
+    return torch.cat(shares)
+
+
+def _tilted(up: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Unit normals ``[T*T,3]`` tilted from ``up`` by every pair of angles in ``degrees [T]`` about two axes."""
+    e1 = F.normalize(torch.linalg.cross(up, torch.tensor([1.0, 0, 0]) if abs(float(up[0])) < 0.9
+                                        else torch.tensor([0, 1.0, 0])), dim=0)
+    e2 = torch.linalg.cross(up, e1)
+    t = torch.tan(torch.deg2rad(degrees))
+    return F.normalize(up + t[:, None, None] * e1 + t[None, :, None] * e2, dim=-1).reshape(-1, 3)
+
+
+def fit_level_plane(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, up: torch.Tensor,
+                    rho_range: tuple[float, float]) -> torch.Tensor:
+    """The normal ``[3]`` near ``up`` of the plane that best maps view 0 onto view 1 (the floor or table both see).
+
+    Camera orientations fix up only up to a tilt when the cameras' x axes are parallel (facing or opposite views
+    of one object): a few degrees off, the level sweep aligns nothing. A global search over tilts within 6 degrees
+    and the plane's height (64 px, then 128 px around the best) keeps the plane whose warp aligns most pixels. The
+    search runs from the camera higher along ``up`` (it sees more of the floor; either order of the views gives the
+    same plane); ``rho_range`` bounds its inverse height.
+    """
+    order = [0, 1] if float(up @ c2w[0, :3, 3]) >= float(up @ c2w[1, :3, 3]) else [1, 0]
+    gray, K, c2w = gray[order], K[order], c2w[order]
+    best_up, best_rho = up.float(), None
+    for side, degrees, rho in ((64, torch.arange(-6.0, 6.1, 2.0), None), (128, torch.arange(-1.5, 1.6, 0.5), 0.08)):
+        small, K_small = _resized(gray, K, side)
+        window = _window_for(*small.shape[-2:], 5)
+        if rho is None:
+            start = max(rho_range[0], rho_range[1] / 1000)
+            rhos = torch.logspace(float(np.log10(start)), float(np.log10(rho_range[1])), 128)
+        else:
+            rhos = best_rho * torch.linspace(1 - rho, 1 + rho, 17)
+        scored = [(float(v.max()), n, float(rhos[v.argmax()])) for n in _tilted(best_up, degrees)
+                  for v in [_plane_scores(small, K_small, c2w, n, rhos, window, 64)]]
+        _, best_up, best_rho = max(scored, key=lambda item: item[0])
+    return best_up
+
+
+def _level_matches(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full: list[tuple[float, float]],
+                   opts: StereoOptions, coarse: bool) -> list[_Match]:
+    """Winners of the sweep over level planes (:func:`ground_slant`), its range narrowed at half resolution when
+    ``coarse``."""
+    heights = [(lo, GROUND_REACH * hi) for lo, hi in full]
+    up = up_direction(c2w)
+    up = fit_level_plane(gray, K, c2w, up, heights[0 if float(up @ (c2w[0, :3, 3] - c2w[1, :3, 3])) >= 0 else 1])
+    ranges = _coarse_ranges(gray, K, c2w, heights, opts, up) if coarse else heights
+    return _match_views(gray, K, c2w, ranges, opts.ground_hypotheses, opts, up=up)
 
 
 def two_view_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
@@ -357,13 +471,21 @@ def two_view_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
     else:
         overlap = [overlap_inverse_depth_range(K, c2w, r, 1 - r, height, width) for r in range(2)]
         if any(o is None for o in overlap):
-            nan = torch.full((2, height, width), float("nan"))
-            return StereoResult(nan, torch.zeros(2, height, width), torch.zeros(2, height, width, dtype=torch.bool))
+            nan, none = torch.full((2, height, width), float("nan")), torch.zeros(2, height, width, dtype=torch.bool)
+            return StereoResult(nan, torch.zeros(2, height, width), none, none)
         full = overlap  # type: ignore[assignment]
     gray = gray_levels(images)
     ranges = _coarse_ranges(gray, K, c2w, full, opts) if depth_range is None else full
     matches = _match_views(gray, K, c2w, ranges, opts.num_hypotheses, opts)
     depth = _checked(matches, K, c2w, opts.max_reprojection_px, opts.max_depth_disagreement)
+    confidence = torch.stack([m.confidence for m in matches])
+    level = torch.zeros_like(depth, dtype=torch.bool)
+    if opts.ground_hypotheses > 0:  # where fronto-parallel windows found nothing, the level sweep's checked depth
+        planes = _level_matches(gray, K, c2w, full, opts, coarse=depth_range is None)
+        on_plane = _checked(planes, K, c2w, opts.max_reprojection_px, opts.max_depth_disagreement)
+        level = ~torch.isfinite(depth) & torch.isfinite(on_plane)
+        depth = torch.where(level, on_plane, depth)
+        confidence = torch.where(level, torch.stack([m.confidence for m in planes]), confidence)
     valid = torch.isfinite(depth)
-    confidence = torch.where(valid, torch.stack([m.confidence for m in matches]), torch.zeros_like(depth))
-    return StereoResult(torch.where(valid, depth, torch.full_like(depth, float("nan"))), confidence, valid)
+    confidence = torch.where(valid, confidence, torch.zeros_like(depth))
+    return StereoResult(torch.where(valid, depth, torch.full_like(depth, float("nan"))), confidence, valid, level)
