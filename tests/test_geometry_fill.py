@@ -111,10 +111,29 @@ def test_too_few_matches_leave_a_view_without_depth_before_anything_is_extrapola
     dropped = cloud.drop_sparse_views(depth, 0.05)
     assert torch.isnan(dropped[0]).all() and torch.equal(dropped[1], depth[1])
     K, c2w = _side_by_side_pair()
-    found = StereoResult(depth, torch.isfinite(depth).float(), torch.isfinite(depth))
+    found = StereoResult(depth, torch.isfinite(depth).float(), torch.isfinite(depth), torch.zeros_like(depth).bool())
     monkeypatch.setattr(cloud, "two_view_depth", lambda *args, **kwargs: found)
     filled, confidence = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w)
     assert torch.isnan(filled[0]).all() and float(confidence[0].abs().sum()) == 0  # nothing to extrapolate from
     assert torch.isfinite(filled[1]).all()
     kept, _ = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w, min_match_share=0.0)
     assert float(torch.isfinite(kept[0]).float().mean()) > 0.2  # without the rule the 3 % spread over a quarter
+
+
+def test_level_sweep_depth_is_kept_but_seeds_no_fill(monkeypatch) -> None:
+    """Depth from the level-plane sweep (a floor) is kept as matched, but it does not spread into the holes: only the
+    fronto-parallel matches are interpolated and extrapolated."""
+    from cameo.geometry import cloud
+    from cameo.geometry.stereo import StereoResult
+
+    depth = torch.full((2, H, W), float("nan"))
+    depth[0, 30:, :] = 3.0  # view 0: only floor, from the level sweep
+    depth[1, :, :71] = 2.0  # view 1: fronto-parallel matches inside the overlap
+    level = torch.zeros_like(depth).bool()
+    level[0] = torch.isfinite(depth[0])
+    found = StereoResult(depth, torch.isfinite(depth).float(), torch.isfinite(depth), level)
+    monkeypatch.setattr(cloud, "two_view_depth", lambda *args, **kwargs: found)
+    K, c2w = _side_by_side_pair()
+    filled, _ = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w)
+    torch.testing.assert_close(filled[0], depth[0], equal_nan=True)  # the floor as matched, nothing more
+    assert torch.isfinite(filled[1]).all()  # the fronto matches extrapolated beyond the overlap

@@ -91,14 +91,21 @@ def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, optio
     """Z-depth ``[2,H,W]`` (NaN invalid) and confidence ``[2,H,W]`` of a posed pair as the reconstruction uses it:
     two-view stereo, a view with matches on less than ``min_match_share`` of it emptied (:func:`drop_sparse_views`),
     plus (``fill_holes``) depth interpolated into the plain holes and extrapolated beyond the other view's frame, at
-    confidence 0."""
+    confidence 0.
+
+    Only the fronto-parallel sweep's matches seed the fill (and only where they alone pass ``min_match_share``):
+    spreading the level sweep's floor depth over the holes lays whatever stands on the floor flat onto it (the demo
+    object's fit lost 1.2 dB PSNR that way), while the fronto matches' fill is what real pairs need (DTU scan24 views
+    22/25: 1.9 dB better than matches alone)."""
     result = two_view_depth(images, K, c2w, options=options)
     matched = drop_sparse_views(result.depth, min_match_share)
     confidence = torch.where(torch.isfinite(matched), result.confidence, torch.zeros_like(result.confidence))
     if not fill_holes:
         return matched, confidence
-    depth = fill_plain_holes(matched, images)[0]
-    return extrapolate_beyond_overlap(depth, K, c2w)[0], confidence
+    level = result.level & torch.isfinite(matched)
+    seeds = drop_sparse_views(torch.where(level, torch.full_like(matched, float("nan")), matched), min_match_share)
+    filled = extrapolate_beyond_overlap(fill_plain_holes(seeds, images)[0], K, c2w)[0]
+    return torch.where(level, matched, filled), confidence
 
 
 def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
