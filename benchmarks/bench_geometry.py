@@ -33,7 +33,7 @@ from cameo.eval.metrics import ImageMetrics
 from cameo.eval.nvs import mixed_procedural_scenes
 from cameo.geometry.cloud import fuse_depth, scene_point_cloud
 from cameo.geometry.fill import fill_plain_holes
-from cameo.geometry.stereo import _sample_depth, two_view_depth
+from cameo.geometry.stereo import StereoResult, _sample_depth, two_view_depth
 from cameo.geometry.warp import render_points
 from trajectories.paths import two_view_path
 
@@ -53,6 +53,14 @@ def covisible(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, tol: floa
     return torch.stack(out)
 
 
+def plain_filled(result: StereoResult, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth with the plain holes filled as ``cameo-recon`` fills them (seeded by the fronto-parallel matches only,
+    the level sweep's depth kept as matched), and the mask of the filled pixels."""
+    seeds = torch.where(result.level, torch.full_like(result.depth, float("nan")), result.depth)
+    depth, filled = fill_plain_holes(seeds, images)
+    return torch.where(result.level, result.depth, depth), filled & ~result.level
+
+
 def pair_accuracy(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor) -> dict[str, float]:
     """Within-2 % / within-5 % shares of the valid pixels, coverage of the co-visible pixels, seconds."""
     start = time.perf_counter()
@@ -62,7 +70,7 @@ def pair_accuracy(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, dept
     valid = result.valid & torch.isfinite(depth)
     rel = ((result.depth - depth).abs() / depth)[valid]
     share = (lambda x: float(x.float().mean())) if rel.numel() else (lambda x: 0.0)  # noqa: E731
-    filled_depth, filled = fill_plain_holes(result.depth, images)
+    filled_depth, filled = plain_filled(result, images)
     filled_rel = ((filled_depth - depth).abs() / depth)[filled & torch.isfinite(depth)]
     return {"w2": share(rel < 0.02), "w5": share(rel < 0.05), "covered": int((result.valid & both).sum()),
             "covisible": int(both.sum()), "valid": int(valid.sum()), "s": seconds, "angle": _angle(c2w[0], c2w[1]),
@@ -112,8 +120,8 @@ def warped_table(count: int) -> None:
         points = scene.pointmaps.permute(0, 2, 3, 1)
         exact = (points @ w2c_z[:, None, None, :3].transpose(-1, -2)).squeeze(-1) + w2c_z[:, None, None, 3]
         refs = scene.images[:2], scene.K[:2], scene.c2w[:2]
-        stereo = two_view_depth(*refs).depth
-        filled = fill_plain_holes(stereo, refs[0])[0]
+        found = two_view_depth(*refs)
+        stereo, filled = found.depth, plain_filled(found, refs[0])[0]
         for name, depth in (("stereo depth", stereo), ("stereo depth, plain holes filled", filled),
                             ("exact depth", exact[:2])):
             cloud = fuse_depth(refs[0], depth, refs[1], refs[2], max_points=depth.numel())

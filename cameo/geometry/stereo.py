@@ -411,28 +411,38 @@ def _tilted(up: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return F.normalize(up + t[:, None, None] * e1 + t[None, :, None] * e2, dim=-1).reshape(-1, 3)
 
 
+LEVEL_PLANE_SEARCH = ((64, (0.0,), None, 128), (64, (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0), 0.10, 41),
+                      (128, (-1.0, -0.5, 0.0, 0.5, 1.0), 0.03, 25), (256, (-0.2, 0.0, 0.2), 0.01, 11))
+"""Stages of :func:`fit_level_plane`: image side, tilts (degrees about two axes), relative span of the inverse
+heights around the previous stage's best (None: the whole range, log-spaced), and their count. The level sweep
+aligns nothing with a normal 0.2 degrees off (a held-out object pair), so the last stage runs at 256 px in steps of
+0.2 degrees (0.1 at most off); and the heights must be fine (0.5 %, then 0.25 %, 0.2 %): on a coarse height grid a
+tilted plane that crosses the floor where most pixels lie aligns more of them than the level plane one step off in
+height."""
+
+
 def fit_level_plane(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, up: torch.Tensor,
                     rho_range: tuple[float, float]) -> torch.Tensor:
     """The normal ``[3]`` near ``up`` of the plane that best maps view 0 onto view 1 (the floor or table both see).
 
-    Camera orientations fix up only up to a tilt when the cameras' x axes are parallel (facing or opposite views
-    of one object): a few degrees off, the level sweep aligns nothing. A global search over tilts within 6 degrees
-    and the plane's height (64 px, then 128 px around the best) keeps the plane whose warp aligns most pixels. The
-    search runs from the camera higher along ``up`` (it sees more of the floor; either order of the views gives the
-    same plane); ``rho_range`` bounds its inverse height.
+    Camera orientations fix up only up to a tilt when the cameras' x axes are (nearly) parallel (facing or opposite
+    views of one object): a few degrees off, the level sweep aligns nothing. A global search over the plane's height,
+    then over tilts within 6 degrees and heights near the best (:data:`LEVEL_PLANE_SEARCH`), keeps the plane whose
+    warp aligns most pixels. The search runs from the camera higher along ``up`` (it sees more of the floor; either
+    order of the views gives the same plane); ``rho_range`` bounds its inverse height.
     """
     order = [0, 1] if float(up @ c2w[0, :3, 3]) >= float(up @ c2w[1, :3, 3]) else [1, 0]
     gray, K, c2w = gray[order], K[order], c2w[order]
-    best_up, best_rho = up.float(), None
-    for side, degrees, rho in ((64, torch.arange(-6.0, 6.1, 2.0), None), (128, torch.arange(-1.5, 1.6, 0.5), 0.08)):
+    best_up, best_rho = up.float(), 0.0
+    for side, degrees, span, count in LEVEL_PLANE_SEARCH:
         small, K_small = _resized(gray, K, side)
         window = _window_for(*small.shape[-2:], 5)
-        if rho is None:
-            start = max(rho_range[0], rho_range[1] / 1000)
-            rhos = torch.logspace(float(np.log10(start)), float(np.log10(rho_range[1])), 128)
+        if span is None:
+            low = max(rho_range[0], rho_range[1] / 1000)
+            rhos = torch.logspace(float(np.log10(low)), float(np.log10(rho_range[1])), count)
         else:
-            rhos = best_rho * torch.linspace(1 - rho, 1 + rho, 17)
-        scored = [(float(v.max()), n, float(rhos[v.argmax()])) for n in _tilted(best_up, degrees)
+            rhos = best_rho * torch.linspace(1 - span, 1 + span, count)
+        scored = [(float(v.max()), n, float(rhos[v.argmax()])) for n in _tilted(best_up, torch.tensor(degrees))
                   for v in [_plane_scores(small, K_small, c2w, n, rhos, window, 64)]]
         _, best_up, best_rho = max(scored, key=lambda item: item[0])
     return best_up
