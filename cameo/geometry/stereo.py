@@ -136,13 +136,13 @@ def _zncc(gray: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rho: torch.Tenso
           stats: tuple[torch.Tensor, ...], window: int) -> torch.Tensor:
     """ZNCC ``[c,H,W]`` of the reference against view ``src`` warped onto ``c`` planes given by their per-pixel
     inverse depths ``rho`` (``[c,1,1,1]`` fronto-parallel or ``[c,1,H,W]``); -1 where the pixel leaves the source
-    image or its ray misses the plane (``rho <= 0``)."""
+    image or its ray misses the plane (``rho < 0``; 0 is a plane at infinity)."""
     _, _, height, width = gray.shape
     r, r_mean, r_std = stats
     p = a[None] + rho * b[None, :, None, None]  # [c,3,H,W]
     z = p[:, 2]
     uv = p[:, :2] / z.clamp_min(1e-12)[:, None]
-    inside = ((rho[:, 0] > 0) & (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0)
+    inside = ((rho[:, 0] >= 0) & (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0)
               & (uv[:, 1] <= height))
     scale = torch.tensor([2.0 / width, 2.0 / height], dtype=a.dtype)
     grid = (uv.permute(0, 2, 3, 1) * scale - 1).clamp(-2, 2)
