@@ -14,6 +14,7 @@ from cameo.data.primitives import Box, Plane
 from cameo.data.render import SceneSpec, render_views
 from cameo.data.textures import SolidTexture
 from cameo.geometry.cloud import scene_point_cloud
+from cameo.geometry import stereo
 from cameo.geometry.stereo import StereoOptions, two_view_depth
 from cameo.geometry.warp import render_points
 
@@ -153,13 +154,14 @@ def test_floor_seen_from_opposite_sides_matches_through_the_level_sweep(one_thre
     _, fronto = _accuracy(two_view_depth(images, K, c2w, options=StereoOptions(ground_hypotheses=0)), depth)
     within, coverage = _accuracy(two_view_depth(images, K, c2w), depth)
     assert fronto < 0.02 and within >= 0.95 and coverage >= 0.15, (fronto, within, coverage)  # ~0.2: the overlap
+    monkeypatch.setattr(stereo, "MIN_LEVEL_SHARE", 0.5)  # a view keeps level depth only where it adds this share
+    assert _accuracy(two_view_depth(images, K, c2w), depth)[1] < 0.02
 
 
 def test_the_plane_at_infinity_is_a_hypothesis_not_a_miss() -> None:
     """Inverse depth 0 (a plane at infinity: a far background) warps by the rotation alone and scores like any
     plane; only negative inverse depths (a level plane behind the ray) are misses. Two cameras side by side with
     the same orientation see the plane at infinity identically: ZNCC 1 inside the image."""
-    from cameo.geometry import stereo
 
     gray = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)).expand(2, -1, -1, -1).contiguous()
     K = torch.tensor([[32.0, 0, 16], [0, 32.0, 16], [0, 0, 1]]).expand(2, 3, 3)
