@@ -15,7 +15,8 @@ inconsistent pixels come out invalid (depth NaN) rather than wrong.
 A second sweep runs over level planes (normal: the world up the cameras' orientations give, offset: the camera's
 height above the plane), as multi-direction plane sweeps do: a fronto-parallel window cannot match a floor or a
 table seen from far-apart directions (the texture is sheared differently in each view), a window warped through the
-floor's own plane can. Its checked depth fills the pixels the fronto-parallel sweep leaves empty.
+floor's own plane can. Its checked depth fills the pixels the fronto-parallel sweep leaves empty, in a view where
+they add at least :data:`MIN_LEVEL_SHARE` of it.
 """
 
 from __future__ import annotations
@@ -470,7 +471,9 @@ def two_view_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
     """Depth of both views of a posed pair: ``images [2,3,H,W]`` in [0, 1], ``K [2,3,3]``, OpenCV ``c2w [2,4,4]``.
 
     ``depth_range = (near, far)`` z-depths bound the sweep when the scene's range is known; otherwise it spans the
-    overlap of the two frusta and is narrowed by a half-resolution sweep. Deterministic; runs in float32 on CPU.
+    overlap of the two frusta and is narrowed by a half-resolution sweep. With ``options.ground_hypotheses`` the
+    level-plane sweep then fills what the fronto-parallel one left empty (``StereoResult.level``). Deterministic;
+    runs in float32 on CPU.
     """
     opts = options or StereoOptions()
     images, K, c2w = images.float().cpu(), K.float().cpu(), c2w.float().cpu()
