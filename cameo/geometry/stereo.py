@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cameo.cameras import invert_pose, pixel_centers, project_points, unproject_depth, up_direction
+from cameo.cameras import (invert_pose, pixel_centers, project_points, resize_with_intrinsics, unproject_depth,
+                           up_direction)
 
 
 @dataclass
@@ -165,8 +166,8 @@ def _scores(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref: int, rh
     height, width = gray.shape[-2:]
     a, b = _sweep_terms(K, c2w, ref, 1 - ref, height, width)
     stats = _reference_stats(gray, ref, window)
-    shape = torch.ones(1, 1, height, width) if slant is None else slant[None, None]
-    out = [_zncc(gray, a, b, part[:, None, None, None] * shape, 1 - ref, stats, window) for part in rho.split(chunk)]
+    planes = rho[:, None, None, None] if slant is None else rho[:, None, None, None] * slant[None, None]
+    out = [_zncc(gray, a, b, part, 1 - ref, stats, window) for part in planes.split(chunk)]
     return torch.cat(out), epipolar_texture(gray, K, c2w, ref, window)
 
 
@@ -364,9 +365,7 @@ def _coarse_ranges(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full:
     height, width = gray.shape[-2:]
     if min(height, width) < 48:
         return full
-    small = F.interpolate(gray, size=(height // 2, width // 2), mode="area")
-    K_small = K.clone()
-    K_small[:, :2] *= torch.tensor([[(width // 2) / width], [(height // 2) / height]], dtype=K.dtype)
+    small, K_small = resize_with_intrinsics(gray, K, (height // 2, width // 2), mode="area")
     matches = _match_views(small, K_small, c2w, full, opts.coarse_hypotheses, opts, geometric=True, up=up)
     depth = _checked(matches, K_small, c2w, 1.0, 2 * opts.max_depth_disagreement)
     if up is not None:  # back to the plane's height below the camera, the level sweep's parameter
@@ -389,9 +388,7 @@ def _resized(gray: torch.Tensor, K: torch.Tensor, side: int) -> tuple[torch.Tens
     height, width = gray.shape[-2:]
     factor = min(1.0, side / min(height, width))
     size = (max(1, round(height * factor)), max(1, round(width * factor)))
-    K = K.clone()
-    K[:, :2] *= torch.tensor([[size[1] / width], [size[0] / height]], dtype=K.dtype)
-    return F.interpolate(gray, size=size, mode="area"), K
+    return resize_with_intrinsics(gray, K, size, mode="area")
 
 
 def _plane_scores(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, normal: torch.Tensor, rho: torch.Tensor,
@@ -428,17 +425,17 @@ height."""
 
 
 def fit_level_plane(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, up: torch.Tensor,
-                    rho_range: tuple[float, float]) -> torch.Tensor:
+                    rho_ranges: list[tuple[float, float]]) -> torch.Tensor:
     """The normal ``[3]`` near ``up`` of the plane that best maps view 0 onto view 1 (the floor or table both see).
 
     Camera orientations fix up only up to a tilt when the cameras' x axes are (nearly) parallel (facing or opposite
     views of one object): a few degrees off, the level sweep aligns nothing. A global search over the plane's height,
     then over tilts within 6 degrees and heights near the best (:data:`LEVEL_PLANE_SEARCH`), keeps the plane whose
     warp aligns most pixels. The search runs from the camera higher along ``up`` (it sees more of the floor; either
-    order of the views gives the same plane); ``rho_range`` bounds its inverse height.
+    order of the views gives the same plane); ``rho_ranges`` (per view) bound its inverse height.
     """
     order = [0, 1] if float(up @ c2w[0, :3, 3]) >= float(up @ c2w[1, :3, 3]) else [1, 0]
-    gray, K, c2w = gray[order], K[order], c2w[order]
+    gray, K, c2w, rho_range = gray[order], K[order], c2w[order], rho_ranges[order[0]]
     best_up, best_rho = up.float(), 0.0
     for side, degrees, span, count in LEVEL_PLANE_SEARCH:
         small, K_small = _resized(gray, K, side)
@@ -459,8 +456,7 @@ def _level_matches(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full:
     """Winners of the sweep over level planes (:func:`ground_slant`), its range narrowed at half resolution when
     ``coarse``."""
     heights = [(lo, GROUND_REACH * hi) for lo, hi in full]
-    up = up_direction(c2w)
-    up = fit_level_plane(gray, K, c2w, up, heights[0 if float(up @ (c2w[0, :3, 3] - c2w[1, :3, 3])) >= 0 else 1])
+    up = fit_level_plane(gray, K, c2w, up_direction(c2w), heights)
     ranges = _coarse_ranges(gray, K, c2w, heights, opts, up) if coarse else heights
     return _match_views(gray, K, c2w, ranges, opts.ground_hypotheses, opts, up=up)
 
