@@ -16,7 +16,8 @@ A second sweep runs over level planes (normal: the world up the cameras' orienta
 height above the plane), as multi-direction plane sweeps do: a fronto-parallel window cannot match a floor or a
 table seen from far-apart directions (the texture is sheared differently in each view), a window warped through the
 floor's own plane can. Its checked depth fills the pixels the fronto-parallel sweep leaves empty, in a view where
-they add at least :data:`MIN_LEVEL_SHARE` of it.
+they add at least :data:`MIN_LEVEL_SHARE` of it. With ``StereoOptions.grow_floor`` the fitted plane is then grown
+over the plain pixels no window matches (:mod:`cameo.geometry.plane_growth`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ import torch.nn.functional as F
 from cameo.cameras import (invert_pose, pixel_centers, project_points, resize_with_intrinsics, unproject_depth,
                            up_direction)
 
+from .plane_growth import grow_plane
+
 
 @dataclass
 class StereoResult:
     """Per view: ``depth [2,H,W]`` z-depth (NaN invalid), ``confidence [2,H,W]`` in [0, 1] (0 where invalid),
-    ``valid [2,H,W]`` bool, ``level [2,H,W]`` bool: the valid pixels whose depth came from the level-plane sweep."""
+    ``valid [2,H,W]`` bool, ``level [2,H,W]`` bool: the valid pixels whose depth came from the level-plane sweep (or
+    the fitted plane grown, ``StereoOptions.grow_floor``)."""
 
     depth: torch.Tensor
     confidence: torch.Tensor
@@ -59,6 +63,8 @@ class StereoOptions:
     p2: float = 0.5  # semi-global penalty for a larger jump
     chunk: int = 16  # hypotheses warped at once (bounds memory at chunk x H x W x ~10 floats)
     ground_hypotheses: int = 96  # second sweep over level planes (0: fronto-parallel planes only)
+    grow_floor: bool = False  # grow the fitted level plane over plain pixels (cameo.geometry.plane_growth; off: see
+    # its module docstring for what it costs the demo object's splat)
 
 
 def gray_levels(images: torch.Tensor) -> torch.Tensor:
@@ -425,8 +431,9 @@ height."""
 
 
 def fit_level_plane(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, up: torch.Tensor,
-                    rho_ranges: list[tuple[float, float]]) -> torch.Tensor:
-    """The normal ``[3]`` near ``up`` of the plane that best maps view 0 onto view 1 (the floor or table both see).
+                    rho_ranges: list[tuple[float, float]]) -> tuple[torch.Tensor, float]:
+    """The plane ``normal . X = offset`` (``normal [3]`` near ``up``) that best maps view 0 onto view 1 (the floor or
+    table both see); ``offset`` is NaN when the best plane lies at infinity.
 
     Camera orientations fix up only up to a tilt when the cameras' x axes are (nearly) parallel (facing or opposite
     views of one object): a few degrees off, the level sweep aligns nothing. A global search over the plane's height,
@@ -448,17 +455,31 @@ def fit_level_plane(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, up: 
         scored = [(float(v.max()), n, float(rhos[v.argmax()])) for n in _tilted(best_up, torch.tensor(degrees))
                   for v in [_plane_scores(small, K_small, c2w, n, rhos, window, 64)]]
         _, best_up, best_rho = max(scored, key=lambda item: item[0])
-    return best_up
+    offset = float(best_up @ c2w[0, :3, 3]) - 1.0 / best_rho if best_rho > 0 else float("nan")
+    return best_up, offset
 
 
 def _level_matches(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full: list[tuple[float, float]],
-                   opts: StereoOptions, coarse: bool) -> list[_Match]:
+                   opts: StereoOptions, coarse: bool) -> tuple[list[_Match], torch.Tensor]:
     """Winners of the sweep over level planes (:func:`ground_slant`), its range narrowed at half resolution when
-    ``coarse``."""
+    ``coarse``, and the z-depth ``[2,H,W]`` of the fitted plane in each view (NaN off it)."""
     heights = [(lo, GROUND_REACH * hi) for lo, hi in full]
-    up = fit_level_plane(gray, K, c2w, up_direction(c2w), heights)
+    up, offset = fit_level_plane(gray, K, c2w, up_direction(c2w), heights)
     ranges = _coarse_ranges(gray, K, c2w, heights, opts, up) if coarse else heights
-    return _match_views(gray, K, c2w, ranges, opts.ground_hypotheses, opts, up=up)
+    return _match_views(gray, K, c2w, ranges, opts.ground_hypotheses, opts, up=up), _plane_depth(K, c2w, up, offset,
+                                                                                                 *gray.shape[-2:])
+
+
+def _plane_depth(K: torch.Tensor, c2w: torch.Tensor, normal: torch.Tensor, offset: float, height: int, width: int
+                 ) -> torch.Tensor:
+    """Z-depth ``[2,H,W]`` of the plane ``normal . X = offset`` in both views (NaN at grazing rays, above the
+    horizon, or for a camera below the plane)."""
+    out = []
+    for view in range(2):
+        above = torch.tensor(float(normal @ c2w[view, :3, 3]) - offset)
+        slant = ground_slant(K, c2w, view, normal, height, width)
+        out.append(_on_plane(above.expand_as(slant), slant) if above > 0 else torch.full_like(slant, float("nan")))
+    return torch.stack(out)
 
 
 def two_view_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
@@ -495,12 +516,16 @@ def two_view_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
     confidence = torch.stack([m.confidence for m in matches])
     level = torch.zeros_like(depth, dtype=torch.bool)
     if opts.ground_hypotheses > 0:  # where fronto-parallel windows found nothing, the level sweep's checked depth
-        planes = _level_matches(gray, K, c2w, full, opts, coarse=depth_range is None)
+        planes, floor = _level_matches(gray, K, c2w, full, opts, coarse=depth_range is None)
         on_plane = _checked(planes, K, c2w, opts.max_reprojection_px, opts.max_depth_disagreement)
         level = ~torch.isfinite(depth) & torch.isfinite(on_plane)
         level &= level.flatten(1).float().mean(1)[:, None, None] >= MIN_LEVEL_SHARE
         depth = torch.where(level, on_plane, depth)
         confidence = torch.where(level, torch.stack([m.confidence for m in planes]), confidence)
+        if opts.grow_floor:  # the floor's plain patches, which no window matches, from its matched pixels
+            grown = grow_plane(images, K, c2w, depth, floor)
+            depth, level = torch.where(grown, floor, depth), level | grown
+            confidence = torch.where(grown, torch.zeros_like(confidence), confidence)  # no window matched them
     valid = torch.isfinite(depth)
     confidence = torch.where(valid, confidence, torch.zeros_like(depth))
     return StereoResult(torch.where(valid, depth, torch.full_like(depth, float("nan"))), confidence, valid, level)

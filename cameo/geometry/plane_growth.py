@@ -1,0 +1,129 @@
+"""Grow a matched plane (the floor the level sweep found) over the low-texture pixels window matching leaves empty.
+
+A window score (ZNCC) cannot place a pixel inside a flat patch of colour: every plane aligns it equally well, so
+stereo leaves the inside of a floor's plain blobs empty and keeps only their edges. Once the floor's plane is known,
+each empty pixel has one candidate depth, where its ray meets the plane, and the other view tests it, as
+plane-guided propagation in multi-view stereo does:
+- the other view sees the same colour at that point of the plane: the pixel is floor;
+- it sees a different colour that the matched floor also has: it sees floor there, so the pixel is not that floor
+  point (it is something standing on the floor, or something in front of it);
+- it sees something else (not a floor colour), or the point lies outside its frame or behind what it has matched:
+  the pixel cannot be tested; it is taken as floor when its own colour is one of the matched floor's.
+Only regions connected to matched floor pixels through accepted pixels are kept.
+
+Off by default (``StereoOptions.grow_floor``), because of what it does to the product, measured on 2 cores:
+- the 8 held-out 2-to-2 scenes (data seed 0): the stereo-warped prior goes from 20.43 / 0.658 / 0.377 to 20.69 /
+  0.699 / 0.348 and the bundled model's views from 21.76 / 0.658 / 0.296 to 22.07 / 0.697 / 0.276 (four objects up,
+  the rooms unchanged: their fitted plane holds under 2 % of their matches). A variant that took every pixel of a floor
+  colour, whatever the other view sees at its point, reached 22.08 / 0.709 / 0.270 there, but set 1 (data seed 1)
+  fell from 21.21 / 0.631 to 21.12 / 0.628 and the demo object's splat from 20.23 to 18.59 dB.
+- the demo object (``assets/demo/object_00``): the fit to the two photos alone gains 1.8 dB (18.26 / 0.582 to
+  20.09 / 0.708, held-out 64 px), the full fit gains SSIM and LPIPS (0.683 to 0.711; 256 px LPIPS 0.469 to 0.392)
+  but loses 0.47 dB (20.23 to 19.76), so the generated views no longer beat the photos alone in PSNR: the floor
+  behind each object now shows through it in the prior of the views between the photos, because the objects
+  themselves have no depth. Objects stood on the floor as upright cards at their contact line fixed that on the
+  demo object and broke the held-out pairs (one object scene to 9.7 dB).
+- DTU scan24 views 22/25: unchanged (no plane holds 5 % of a view's matches).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cameo.cameras import project_points, unproject_depth
+
+COLOUR_TOLERANCE = 0.04
+"""Largest mean absolute RGB difference (in [0, 1], over a 3x3 window) between a pixel and the other view at its
+point on the plane for the two to be the same floor."""
+
+PALETTE_TOLERANCE = 0.05
+"""Largest RGB distance from a colour of the matched floor at which a colour counts as a floor colour."""
+
+OCCLUSION_MARGIN = 0.03
+"""A plane point lies behind what the other view has matched when it is farther by this share of that depth."""
+
+SEED_AGREEMENT = 0.02
+"""Matched pixels whose depth is within this share of the plane's are the floor the growth starts from."""
+
+MIN_SEED_SHARE = 0.05
+"""A view grows the plane only when its matched pixels on it cover this share of the view. The plane fitted in the
+held-out rooms (no floor texture the level sweep aligns) passes through 1-2 % of their matches, where walls cross it;
+grown from those, 91-95 % of the pixels were wrong."""
+
+
+def _sample(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples ``[C,N]`` of ``image [C,H,W]`` at pixel coordinates ``uv [N,2]`` (border replicated)."""
+    height, width = image.shape[-2:]
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=uv.dtype)
+    grid = (uv * scale - 1).nan_to_num(nan=-3.0).clamp(-3, 3).reshape(1, 1, -1, 2)
+    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0]
+
+
+def seen_on_plane(colours: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, plane_depth: torch.Tensor,
+                  depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the other view sees at each pixel's point on the plane (z-depth ``plane_depth [2,H,W]``, NaN off it):
+    its colour ``[2,3,H,W]`` (of ``colours [2,3,H,W]``) and ``visible [2,H,W]``: the point lands inside its frame,
+    not behind what it has matched (``depth [2,H,W]``, NaN unknown)."""
+    height, width = colours.shape[-2:]
+    seen, visible = [], []
+    for ref in range(2):
+        other = 1 - ref
+        finite = torch.isfinite(plane_depth[ref])
+        points = unproject_depth(torch.where(finite, plane_depth[ref], torch.ones_like(plane_depth[ref])),
+                                 K[ref], c2w[ref]).reshape(-1, 3)
+        uv, z = project_points(points, K[other], c2w[other])
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0) & (uv[:, 1] <= height)
+        nearest = _sample(depth[other].nan_to_num(nan=float("inf"))[None], uv)[0]
+        visible.append((finite.reshape(-1) & inside & ~(z > nearest * (1 + OCCLUSION_MARGIN))).reshape(height, width))
+        seen.append(_sample(colours[other], uv).reshape(3, height, width))
+    return torch.stack(seen), torch.stack(visible)
+
+
+def near_palette(colours: torch.Tensor, palette: torch.Tensor, tolerance: float = PALETTE_TOLERANCE) -> torch.Tensor:
+    """``[H,W]`` bool: pixels of ``colours [3,H,W]`` within ``tolerance`` (RGB distance) of a ``palette [P,3]``
+    colour (False everywhere for an empty palette)."""
+    flat = colours.reshape(3, -1).T
+    if len(palette) == 0:
+        return torch.zeros(colours.shape[-2:], dtype=torch.bool)
+    nearest = torch.cat([torch.cdist(part, palette).min(1).values for part in flat.split(8192)])
+    return (nearest <= tolerance).reshape(colours.shape[-2:])
+
+
+def floor_palette(colours: torch.Tensor, seeds: torch.Tensor, samples: int = 2048) -> torch.Tensor:
+    """``[P,3]``: at most ``samples`` colours of the ``seeds [2,H,W]`` pixels of ``colours [2,3,H,W]``, evenly
+    spaced in pixel order."""
+    palette = colours.permute(0, 2, 3, 1)[seeds]
+    if len(palette) <= samples:
+        return palette
+    return palette[torch.linspace(0, len(palette) - 1, samples).long()]
+
+
+def connected_to(candidates: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """``[H,W]`` bool: the pixels of ``candidates | seeds`` in a 4-connected region that holds a seed."""
+    grown = (candidates | seeds).numpy().astype(np.uint8)
+    _, labels = cv2.connectedComponents(grown, connectivity=4)
+    labels = torch.from_numpy(labels.astype(np.int64))
+    kept = torch.zeros(int(labels.max()) + 1, dtype=torch.bool)
+    kept[labels[seeds]] = True
+    kept[0] = False
+    return kept[labels]
+
+
+def grow_plane(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor,
+               plane_depth: torch.Tensor) -> torch.Tensor:
+    """``[2,H,W]`` bool: the empty pixels of ``depth [2,H,W]`` (NaN) that take the plane's depth ``plane_depth``
+    (the module's tests), connected through such pixels to matched pixels on the plane."""
+    seeds = torch.isfinite(depth) & ((depth - plane_depth).abs() <= SEED_AGREEMENT * plane_depth)
+    seeds &= seeds.flatten(1).float().mean(1)[:, None, None] >= MIN_SEED_SHARE
+    colours = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    palette = floor_palette(colours, seeds)
+    seen, visible = seen_on_plane(colours, K, c2w, plane_depth, depth)
+    same = visible & ((seen - colours).abs().mean(1) <= COLOUR_TOLERANCE)
+    untested = ~visible
+    like = torch.stack([near_palette(colours[v], palette) for v in range(2)])
+    candidates = ~torch.isfinite(depth) & torch.isfinite(plane_depth) & (same | (like & untested))
+    return torch.stack([connected_to(candidates[v], seeds[v]) for v in range(2)]) & candidates
+
