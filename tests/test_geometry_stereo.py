@@ -14,6 +14,7 @@ from cameo.data.primitives import Box, Plane
 from cameo.data.render import SceneSpec, render_views
 from cameo.data.textures import SolidTexture
 from cameo.geometry.cloud import scene_point_cloud
+from cameo.geometry.plane_growth import with_grown_floor
 from cameo.geometry import stereo
 from cameo.geometry.stereo import StereoOptions, two_view_depth
 from cameo.geometry.warp import render_points
@@ -176,13 +177,13 @@ def test_the_plane_at_infinity_is_a_hypothesis_not_a_miss() -> None:
 
 def test_growing_the_floor_covers_its_plain_patches(one_thread, monkeypatch) -> None:
     """A floor of large plain patches: windows match the patches' edges only (about half the view); the fitted
-    plane grown from them (``grow_floor``) covers the floor, accurately, and its pixels count as level depth."""
+    plane grown from them (``with_grown_floor``) covers the floor, accurately, and its pixels count as level depth."""
     monkeypatch.setattr(sys.modules[__name__], "SIZE", 96)
     texture = SolidTexture("field", TEXTURE.palette, 1.0, (1.0, 0.0, 0.0), 5)
     floor = Plane([texture], point=(0.0, 0.0, 0.0), normal=(0.0, -1.0, 0.0))
     images, K, c2w, depth = _render([floor], [[1.8, -1.6, 0.2], [-1.7, -1.1, -0.3]], [[0.0, 0.0, 0.0]] * 2)
     plain = two_view_depth(images, K, c2w)
-    grown = two_view_depth(images, K, c2w, options=StereoOptions(grow_floor=True))
+    grown = with_grown_floor(plain, images, K, c2w)
     within, coverage = _accuracy(grown, depth)
     assert coverage >= _accuracy(plain, depth)[1] + 0.2 and within >= 0.95, (coverage, within)
     assert (grown.level >= (grown.valid & ~plain.valid)).all()  # grown pixels count as level (no fill seeds)

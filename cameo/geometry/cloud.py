@@ -18,6 +18,7 @@ import torch
 from cameo.cameras import resize_with_intrinsics, unproject_depth
 
 from .fill import extrapolate_beyond_overlap, fill_plain_holes
+from .plane_growth import with_grown_floor
 from .stereo import StereoOptions, two_view_depth
 
 
@@ -86,7 +87,7 @@ def drop_sparse_views(depth: torch.Tensor, min_share: float = MIN_MATCH_SHARE) -
 
 
 def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, options: StereoOptions | None = None,
-                 fill_holes: bool = True, min_match_share: float = MIN_MATCH_SHARE
+                 fill_holes: bool = True, min_match_share: float = MIN_MATCH_SHARE, grow_floor: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Z-depth ``[2,H,W]`` (NaN invalid) and confidence ``[2,H,W]`` of a posed pair as the reconstruction uses it:
     two-view stereo, a view with matches on less than ``min_match_share`` of it emptied (:func:`drop_sparse_views`),
@@ -96,8 +97,11 @@ def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, optio
     Only the fronto-parallel sweep's matches seed the fill (and only where they alone pass ``min_match_share``):
     spreading the level sweep's floor depth over the holes lays whatever stands on the floor flat onto it (the demo
     object's fit lost 1.2 dB PSNR that way), while the fronto matches' fill is what real pairs need (DTU scan24 views
-    22/25: 1.9 dB better than matches alone)."""
+    22/25: 1.9 dB better than matches alone). ``grow_floor``: the level plane stereo fitted is first grown over the
+    plain pixels no window matched (:mod:`cameo.geometry.plane_growth`, off by default: its docstring says why)."""
     result = two_view_depth(images, K, c2w, options=options)
+    if grow_floor:
+        result = with_grown_floor(result, images, K, c2w)
     matched = drop_sparse_views(result.depth, min_match_share)
     confidence = torch.where(torch.isfinite(matched), result.confidence, torch.zeros_like(result.confidence))
     if not fill_holes:

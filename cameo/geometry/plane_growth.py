@@ -4,14 +4,14 @@ A window score (ZNCC) cannot place a pixel inside a flat patch of colour: every 
 stereo leaves the inside of a floor's plain blobs empty and keeps only their edges. Once the floor's plane is known,
 each empty pixel has one candidate depth, where its ray meets the plane, and the other view tests it, as
 plane-guided propagation in multi-view stereo does:
-- the other view sees the same colour at that point of the plane: the pixel is floor;
-- it sees a different colour that the matched floor also has: it sees floor there, so the pixel is not that floor
-  point (it is something standing on the floor, or something in front of it);
-- it sees something else (not a floor colour), or the point lies outside its frame or behind what it has matched:
-  the pixel cannot be tested; it is taken as floor when its own colour is one of the matched floor's.
+- the point lies inside the other view's frame, in front of what that view has matched: the pixel is floor when the
+  other view sees the same colour there, and is left empty otherwise (it is something standing on the floor);
+- the point lies outside the other view's frame, or behind what it has matched: the pixel cannot be tested; it is
+  taken as floor when its own colour is one of the matched floor's.
 Only regions connected to matched floor pixels through accepted pixels are kept.
 
-Off by default (``StereoOptions.grow_floor``), because of what it does to the product, measured on 2 cores:
+Off by default (``cameo.geometry.cloud.stereo_depth(grow_floor=...)``), because of what it does to the product,
+measured on 2 cores:
 - the 8 held-out 2-to-2 scenes (data seed 0): the stereo-warped prior goes from 20.43 / 0.658 / 0.377 to 20.69 /
   0.699 / 0.348 and the bundled model's views from 21.76 / 0.658 / 0.296 to 22.07 / 0.697 / 0.276 (four objects up,
   the rooms unchanged: their fitted plane holds under 2 % of their matches). A variant that took every pixel of a floor
@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from cameo.cameras import project_points, unproject_depth
+
+from .stereo import StereoResult, box_mean, level_plane_depth
 
 COLOUR_TOLERANCE = 0.04
 """Largest mean absolute RGB difference (in [0, 1], over a 3x3 window) between a pixel and the other view at its
@@ -118,12 +120,23 @@ def grow_plane(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth: 
     (the module's tests), connected through such pixels to matched pixels on the plane."""
     seeds = torch.isfinite(depth) & ((depth - plane_depth).abs() <= SEED_AGREEMENT * plane_depth)
     seeds &= seeds.flatten(1).float().mean(1)[:, None, None] >= MIN_SEED_SHARE
-    colours = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    colours = box_mean(images, 3)
     palette = floor_palette(colours, seeds)
     seen, visible = seen_on_plane(colours, K, c2w, plane_depth, depth)
     same = visible & ((seen - colours).abs().mean(1) <= COLOUR_TOLERANCE)
-    untested = ~visible
     like = torch.stack([near_palette(colours[v], palette) for v in range(2)])
-    candidates = ~torch.isfinite(depth) & torch.isfinite(plane_depth) & (same | (like & untested))
+    candidates = ~torch.isfinite(depth) & torch.isfinite(plane_depth) & (same | (like & ~visible))
     return torch.stack([connected_to(candidates[v], seeds[v]) for v in range(2)]) & candidates
 
+
+def with_grown_floor(result: StereoResult, images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
+                     ) -> StereoResult:
+    """``result`` (stereo of ``images [2,3,H,W]``, ``K``, ``c2w``) with its fitted level plane grown
+    (:func:`grow_plane`); grown pixels count as level-plane depth, at confidence 0 (no window matched them).
+    Unchanged when stereo fitted no plane."""
+    if result.plane is None:
+        return result
+    floor = level_plane_depth(K, c2w, result.plane, *result.depth.shape[-2:])
+    grown = grow_plane(images, K, c2w, result.depth, floor)
+    return StereoResult(torch.where(grown, floor, result.depth), torch.where(grown, 0.0, result.confidence),
+                        result.valid | grown, result.level | grown, result.plane)

@@ -16,8 +16,8 @@ A second sweep runs over level planes (normal: the world up the cameras' orienta
 height above the plane), as multi-direction plane sweeps do: a fronto-parallel window cannot match a floor or a
 table seen from far-apart directions (the texture is sheared differently in each view), a window warped through the
 floor's own plane can. Its checked depth fills the pixels the fronto-parallel sweep leaves empty, in a view where
-they add at least :data:`MIN_LEVEL_SHARE` of it. With ``StereoOptions.grow_floor`` the fitted plane is then grown
-over the plain pixels no window matches (:mod:`cameo.geometry.plane_growth`).
+they add at least :data:`MIN_LEVEL_SHARE` of it. The plane it fitted (``StereoResult.plane``) can then be grown over
+the plain pixels no window matches (:mod:`cameo.geometry.plane_growth`).
 """
 
 from __future__ import annotations
@@ -32,19 +32,19 @@ import torch.nn.functional as F
 from cameo.cameras import (invert_pose, pixel_centers, project_points, resize_with_intrinsics, unproject_depth,
                            up_direction)
 
-from .plane_growth import grow_plane
-
 
 @dataclass
 class StereoResult:
     """Per view: ``depth [2,H,W]`` z-depth (NaN invalid), ``confidence [2,H,W]`` in [0, 1] (0 where invalid),
     ``valid [2,H,W]`` bool, ``level [2,H,W]`` bool: the valid pixels whose depth came from the level-plane sweep (or
-    the fitted plane grown, ``StereoOptions.grow_floor``)."""
+    the fitted plane grown, :mod:`cameo.geometry.plane_growth`); ``plane [4]``: the level plane the sweep fitted,
+    ``normal . X = offset`` as (normal, offset), None without the sweep or when that plane lies at infinity."""
 
     depth: torch.Tensor
     confidence: torch.Tensor
     valid: torch.Tensor
     level: torch.Tensor
+    plane: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,6 @@ class StereoOptions:
     p2: float = 0.5  # semi-global penalty for a larger jump
     chunk: int = 16  # hypotheses warped at once (bounds memory at chunk x H x W x ~10 floats)
     ground_hypotheses: int = 96  # second sweep over level planes (0: fronto-parallel planes only)
-    grow_floor: bool = False  # grow the fitted level plane over plain pixels (cameo.geometry.plane_growth; off: see
-    # its module docstring for what it costs the demo object's splat)
 
 
 def gray_levels(images: torch.Tensor) -> torch.Tensor:
@@ -460,20 +458,21 @@ def fit_level_plane(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, up: 
 
 
 def _level_matches(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full: list[tuple[float, float]],
-                   opts: StereoOptions, coarse: bool) -> tuple[list[_Match], torch.Tensor]:
+                   opts: StereoOptions, coarse: bool) -> tuple[list[_Match], torch.Tensor | None]:
     """Winners of the sweep over level planes (:func:`ground_slant`), its range narrowed at half resolution when
-    ``coarse``, and the z-depth ``[2,H,W]`` of the fitted plane in each view (NaN off it)."""
+    ``coarse``, and the fitted plane (``StereoResult.plane``)."""
     heights = [(lo, GROUND_REACH * hi) for lo, hi in full]
     up, offset = fit_level_plane(gray, K, c2w, up_direction(c2w), heights)
     ranges = _coarse_ranges(gray, K, c2w, heights, opts, up) if coarse else heights
-    return _match_views(gray, K, c2w, ranges, opts.ground_hypotheses, opts, up=up), _plane_depth(K, c2w, up, offset,
-                                                                                                 *gray.shape[-2:])
+    plane = None if np.isnan(offset) else torch.cat([up, torch.tensor([offset])])
+    return _match_views(gray, K, c2w, ranges, opts.ground_hypotheses, opts, up=up), plane
 
 
-def _plane_depth(K: torch.Tensor, c2w: torch.Tensor, normal: torch.Tensor, offset: float, height: int, width: int
-                 ) -> torch.Tensor:
-    """Z-depth ``[2,H,W]`` of the plane ``normal . X = offset`` in both views (NaN at grazing rays, above the
+def level_plane_depth(K: torch.Tensor, c2w: torch.Tensor, plane: torch.Tensor, height: int, width: int
+                      ) -> torch.Tensor:
+    """Z-depth ``[2,H,W]`` of ``plane`` (``StereoResult.plane``) in both views (NaN at grazing rays, above the
     horizon, or for a camera below the plane)."""
+    normal, offset = plane[:3], float(plane[3])
     out = []
     for view in range(2):
         above = torch.tensor(float(normal @ c2w[view, :3, 3]) - offset)
@@ -514,18 +513,15 @@ def two_view_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
     matches = _match_views(gray, K, c2w, ranges, opts.num_hypotheses, opts)
     depth = _checked(matches, K, c2w, opts.max_reprojection_px, opts.max_depth_disagreement)
     confidence = torch.stack([m.confidence for m in matches])
-    level = torch.zeros_like(depth, dtype=torch.bool)
+    level, plane = torch.zeros_like(depth, dtype=torch.bool), None
     if opts.ground_hypotheses > 0:  # where fronto-parallel windows found nothing, the level sweep's checked depth
-        planes, floor = _level_matches(gray, K, c2w, full, opts, coarse=depth_range is None)
+        planes, plane = _level_matches(gray, K, c2w, full, opts, coarse=depth_range is None)
         on_plane = _checked(planes, K, c2w, opts.max_reprojection_px, opts.max_depth_disagreement)
         level = ~torch.isfinite(depth) & torch.isfinite(on_plane)
         level &= level.flatten(1).float().mean(1)[:, None, None] >= MIN_LEVEL_SHARE
         depth = torch.where(level, on_plane, depth)
         confidence = torch.where(level, torch.stack([m.confidence for m in planes]), confidence)
-        if opts.grow_floor:  # the floor's plain patches, which no window matches, from its matched pixels
-            grown = grow_plane(images, K, c2w, depth, floor)
-            depth, level = torch.where(grown, floor, depth), level | grown
-            confidence = torch.where(grown, torch.zeros_like(confidence), confidence)  # no window matched them
     valid = torch.isfinite(depth)
     confidence = torch.where(valid, confidence, torch.zeros_like(depth))
-    return StereoResult(torch.where(valid, depth, torch.full_like(depth, float("nan"))), confidence, valid, level)
+    return StereoResult(torch.where(valid, depth, torch.full_like(depth, float("nan"))), confidence, valid, level,
+                        plane)
