@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from cameo.cameras import focus_depth, look_at_point
-from cameo.geometry.cloud import PointCloud, fuse_depth
+from cameo.geometry.cloud import PointCloud, fuse_depth, render_cloud
 from cameo.geometry.warp import render_points
 from cameo.model.codec import LatentCodec, PixelCodec
 
@@ -28,6 +28,14 @@ def render_priors(
         return torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
     warped = render_points(points.float(), colors.float(), K.float(), c2w.float(), height, width,
                            None if sizes is None else sizes.float())
+    return torch.cat([warped.rgb, warped.mask[:, None].float()], dim=1)
+
+
+def cloud_priors(cloud: PointCloud, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Priors ``[V,4,H,W]`` of a point ``cloud`` (its occluders leave holes) rendered into ``K [V]``, ``c2w [V]``."""
+    if len(cloud) == 0:
+        return torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
+    warped = render_cloud(cloud, K.float(), c2w.float(), height, width)
     return torch.cat([warped.rgb, warped.mask[:, None].float()], dim=1)
 
 
@@ -61,7 +69,7 @@ def cloud_views_prior(
     if cloud is None:
         priors = torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
     else:
-        priors = render_priors(cloud.points, cloud.colors, cloud.sizes, K, c2w, height, width)
+        priors = cloud_priors(cloud, K, c2w, height, width)
     own = torch.zeros(K.shape[0], 3, height, width, dtype=priors.dtype, device=priors.device)
     own[ref_mask] = ref_images.to(priors.dtype)
     return set_reference_priors(priors, own, ref_mask)
@@ -109,7 +117,7 @@ def without_depth(cloud: PointCloud | None, K: torch.Tensor, c2w: torch.Tensor, 
     :data:`MIN_DEPTH_SHARE` (all of them without a cloud)."""
     if cloud is None:
         return torch.ones(K.shape[0], dtype=torch.bool)
-    own = render_priors(cloud.points, cloud.colors, cloud.sizes, K.float().cpu(), c2w.float().cpu(), height, width)
+    own = cloud_priors(cloud, K.float().cpu(), c2w.float().cpu(), height, width)
     return own[:, 3].flatten(1).mean(1).cpu() < MIN_DEPTH_SHARE
 
 

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from cameo.diffusion import camera_conditioning
 from cameo.model.codec import LatentCodec
-from cameo.geometry.cloud import fuse_depth
-from cameo.priors import (PriorAnchor, cloud_views_prior, prior_anchor, proxy_for_depthless, render_priors,
+from cameo.geometry.cloud import PointCloud, fuse_depth
+from cameo.priors import (PriorAnchor, cloud_priors, cloud_views_prior, prior_anchor, proxy_for_depthless,
                           set_reference_priors)
 
 ProgressFn = Callable[[float], None]
@@ -166,7 +166,7 @@ def sample_views(
     ref_depth: torch.Tensor | None = None,
     anchor: float = 0.0,
     anchor_until: float = 1.0,
-    cloud: ColouredPoints | None = None,
+    cloud: PointCloud | None = None,
     stop: float = 1.0,
 ) -> torch.Tensor:
     """Generate ``M`` target views from ``N`` posed references in one joint sample.
@@ -264,22 +264,13 @@ def _plan_jobs(plan: TrajectoryPlan, num_views: int) -> list[list[_Job]]:
     return jobs
 
 
-class ColouredPoints(Protocol):
-    """A point cloud (``cameo.geometry.cloud.PointCloud``): world ``points [N,3]``, ``colors [N,3]`` in [0, 1] and
-    world radii ``sizes [N]``."""
-
-    points: torch.Tensor
-    colors: torch.Tensor
-    sizes: torch.Tensor
-
-
 def _path_priors(
-    cloud: ColouredPoints | None, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int
+    cloud: PointCloud | None, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int
 ) -> torch.Tensor:
     """Priors ``[V,4,H,W]`` of every path view (empty without a cloud)."""
     if cloud is None:
         return torch.zeros(K.shape[0], 4, height, width)
-    return render_priors(cloud.points.cpu(), cloud.colors.cpu(), cloud.sizes.cpu(), K.cpu(), c2w.cpu(), height, width)
+    return cloud_priors(cloud, K.cpu(), c2w.cpu(), height, width)
 
 
 def generate_trajectory(
@@ -296,7 +287,7 @@ def generate_trajectory(
     groups_per_batch: int = 4,
     progress: ProgressFn | None = None,
     show_progress: bool = True,
-    cloud: ColouredPoints | None = None,
+    cloud: PointCloud | None = None,
     anchor: float = 0.0,
     anchor_until: float = 1.0,
     stop: float = 1.0,

@@ -113,10 +113,11 @@ def test_too_few_matches_leave_a_view_without_depth_before_anything_is_extrapola
     K, c2w = _side_by_side_pair()
     found = StereoResult(depth, torch.isfinite(depth).float(), torch.isfinite(depth), torch.zeros_like(depth).bool())
     monkeypatch.setattr(cloud, "two_view_depth", lambda *args, **kwargs: found)
-    filled, confidence = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w)
+    pair = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w)
+    filled, confidence = pair.depth, pair.confidence
     assert torch.isnan(filled[0]).all() and float(confidence[0].abs().sum()) == 0  # nothing to extrapolate from
     assert torch.isfinite(filled[1]).all()
-    kept, _ = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w, min_match_share=0.0)
+    kept = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w, min_match_share=0.0).depth
     assert float(torch.isfinite(kept[0]).float().mean()) > 0.2  # without the rule the 3 % spread over a quarter
 
 
@@ -134,6 +135,6 @@ def test_level_sweep_depth_is_kept_but_seeds_no_fill(monkeypatch) -> None:
     found = StereoResult(depth, torch.isfinite(depth).float(), torch.isfinite(depth), level)
     monkeypatch.setattr(cloud, "two_view_depth", lambda *args, **kwargs: found)
     K, c2w = _side_by_side_pair()
-    filled, _ = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w)
+    filled = cloud.stereo_depth(torch.full((2, 3, H, W), 0.5), K, c2w).depth
     torch.testing.assert_close(filled[0], depth[0], equal_nan=True)  # the floor as matched, nothing more
     assert torch.isfinite(filled[1]).all()  # the fronto matches extrapolated beyond the overlap

@@ -183,7 +183,7 @@ def test_growing_the_floor_covers_its_plain_patches(one_thread, monkeypatch) -> 
     floor = Plane([texture], point=(0.0, 0.0, 0.0), normal=(0.0, -1.0, 0.0))
     images, K, c2w, depth = _render([floor], [[1.8, -1.6, 0.2], [-1.7, -1.1, -0.3]], [[0.0, 0.0, 0.0]] * 2)
     plain = two_view_depth(images, K, c2w)
-    grown = with_grown_floor(plain, images, K, c2w)
+    grown, _ = with_grown_floor(plain, images, K, c2w)
     within, coverage = _accuracy(grown, depth)
     assert coverage >= _accuracy(plain, depth)[1] + 0.2 and within >= 0.95, (coverage, within)
     assert (grown.level >= (grown.valid & ~plain.valid)).all()  # grown pixels count as level (no fill seeds)

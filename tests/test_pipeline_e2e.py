@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import types
 
 import imageio.v3 as iio
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import torch
 from plyfile import PlyData
 
+from cameo.geometry.cloud import PointCloud
 from cameo.importers import opengl_to_opencv
 from cameo.model_folder import CameoModel
 from cameo.scene import load_scene
@@ -168,7 +168,7 @@ def test_options_reach_the_sampler_and_the_fit(setup, tmp_path, monkeypatch):
     real_fit, real_generation = pipeline.fit_gaussians, pipeline.generate_trajectory
     monkeypatch.setattr(pipeline, "fit_gaussians", recording_fit)
     monkeypatch.setattr(pipeline, "generate_trajectory", recording_generation)
-    cloud = types.SimpleNamespace(points=torch.randn(50, 3) * 0.2, colors=torch.rand(50, 3), sizes=torch.full((50,), 0.01))
+    cloud = PointCloud(torch.randn(50, 3) * 0.2, torch.rand(50, 3), torch.full((50,), 0.01))
     monkeypatch.setattr(pipeline, "input_point_cloud", lambda images, K, c2w, depths: cloud)
     options = ReconOptions(checkpoint=model_dir, show_progress=False, write_video=False, generated_weight=0.25,
                            stop=0.5, **OPTIONS)

@@ -144,7 +144,7 @@ def _real_sample(args: argparse.Namespace) -> dict:
 
 
 def _geometry(args: argparse.Namespace) -> Path:
-    from cameo.geometry.cloud import fuse_depth, scene_depth
+    from cameo.geometry.cloud import scene_depth
     from cameo.geometry.picture import geometry_picture
     from cameo.scene import load_scene
     from trajectories.paths import scene_path
@@ -156,12 +156,12 @@ def _geometry(args: argparse.Namespace) -> Path:
     found = scene_depth(images, K, c2w, scene.load_depths(), args.max_side)
     if found is None:
         raise ValueError(f"{args.scene}: one view without a depth map gives no geometry")
-    small, K_small, depth, confidence = found
+    small, depth = found.images, found.depth
     path = scene_path(scene, n_targets=args.views)
     K_path = path.K.clone()
     K_path[:, :2] *= torch.tensor([[small.shape[-1] / images.shape[-1]], [small.shape[-2] / images.shape[-2]]])
     targets = list(path.target_indices)
-    picture = geometry_picture(small, depth, confidence, fuse_depth(small, depth, K_small, c2w), K_path[targets],
+    picture = geometry_picture(small, depth, found.confidence, found.point_cloud(c2w), K_path[targets],
                                path.c2w[targets])
     return write_png_atomic(args.out, picture)
 

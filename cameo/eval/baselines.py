@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from cameo.geometry.cloud import PointCloud, fuse_depth, scene_point_cloud
-from cameo.priors import add_proxy, render_priors
+from cameo.priors import add_proxy, cloud_priors
 
 DepthSource = Literal["stereo", "gt", "none"]
 DEPTH_SOURCES: tuple[str, ...] = ("stereo", "gt", "none")
@@ -60,7 +60,7 @@ def warped_references(ref_images: torch.Tensor, cloud: PointCloud, target_K: tor
                       target_c2w: torch.Tensor) -> torch.Tensor:
     """The references' ``cloud`` rendered into the targets, holes = the references' mean colour."""
     height, width = ref_images.shape[-2:]
-    prior = render_priors(cloud.points, cloud.colors, cloud.sizes, target_K.float(), target_c2w.float(), height, width)
+    prior = cloud_priors(cloud, target_K, target_c2w, height, width)
     fill = mean_colour(ref_images, target_K.shape[0])
     return torch.where(prior[:, 3:] > 0, prior[:, :3], fill)
 

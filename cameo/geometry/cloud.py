@@ -4,9 +4,10 @@ Depth comes from the user's depth maps when given (an RGB-D capture) and from tw
 view without depth gives no cloud. Stereo runs at a working resolution (``max_side``) for speed, and its plain holes
 get depth interpolated from the matches around them and pixels outside the other view's frame get depth
 extrapolated from all matches (:mod:`cameo.geometry.fill`), unless the matches are too sparse to extrapolate from
-(:func:`drop_sparse_views`); the cloud keeps the colours of
-that resolution and each point's size is its pixel's footprint (half a pixel at its depth), the radius
-``cameo.geometry.warp.render_points`` expects.
+(:func:`drop_sparse_views`). The floor stereo fitted is grown over its plain patches first, and what stays without
+depth above it becomes occluders (:mod:`cameo.geometry.plane_growth`, :mod:`cameo.geometry.occluders`). The cloud
+keeps the colours of that resolution and each point's size is its pixel's footprint (half a pixel at its depth),
+the radius ``cameo.geometry.warp.render_points`` expects; :func:`render_cloud` renders it with its occluders.
 """
 
 from __future__ import annotations
@@ -18,17 +19,21 @@ import torch
 from cameo.cameras import resize_with_intrinsics, unproject_depth
 
 from .fill import extrapolate_beyond_overlap, fill_plain_holes
+from .occluders import Occluders, occluders_above_floor
 from .plane_growth import with_grown_floor
 from .stereo import StereoOptions, two_view_depth
+from .warp import WarpedViews, render_points
 
 
 @dataclass
 class PointCloud:
-    """World ``points [N,3]``, ``colors [N,3]`` in [0, 1] and ``sizes [N]`` (world radius), all float32."""
+    """World ``points [N,3]``, ``colors [N,3]`` in [0, 1] and ``sizes [N]`` (world radius), all float32, and the
+    ``occluders`` of what the views saw but could not place (rendered as holes, :mod:`cameo.geometry.occluders`)."""
 
     points: torch.Tensor
     colors: torch.Tensor
     sizes: torch.Tensor
+    occluders: Occluders | None = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -50,6 +55,22 @@ def fuse_depth(images: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, c2w: 
         keep = keep.sort().values
         points, colors, sizes = points[keep], colors[keep], sizes[keep]
     return PointCloud(points.contiguous(), colors.clamp(0, 1).contiguous(), sizes.contiguous())
+
+
+def render_cloud(cloud: PointCloud, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int) -> WarpedViews:
+    """``cloud`` rendered into cameras ``K [V,3,3]``, ``c2w [V,4,4]`` (:func:`cameo.geometry.warp.render_points`);
+    a pixel its occluders win is empty. The occluders render with the points, an extra channel telling them apart,
+    so a pixel shows whichever surface is in front."""
+    occluders = cloud.occluders
+    if occluders is None or len(occluders) == 0:
+        return render_points(cloud.points, cloud.colors, K, c2w, height, width, cloud.sizes)
+    colors = torch.cat([torch.cat([cloud.colors, torch.ones(len(cloud), 1)], 1), torch.zeros(len(occluders), 4)])
+    warped = render_points(torch.cat([cloud.points, occluders.points]), colors, K, c2w, height, width,
+                           torch.cat([cloud.sizes, occluders.sizes]))
+    solid = warped.rgb[:, 3:]  # a pixel's share of points (not occluders) among those averaged into it
+    shown = warped.mask & (solid[:, 0] > 0.5)
+    rgb = torch.where(shown[:, None], warped.rgb[:, :3] / solid.clamp_min(1e-6), torch.zeros_like(warped.rgb[:, :3]))
+    return WarpedViews(rgb, shown, torch.where(shown, warped.depth, torch.zeros_like(warped.depth)))
 
 
 def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -86,37 +107,70 @@ def drop_sparse_views(depth: torch.Tensor, min_share: float = MIN_MATCH_SHARE) -
     return torch.where(sparse[:, None, None], torch.full_like(depth, float("nan")), depth)
 
 
+@dataclass
+class PairDepth:
+    """Z-depth ``[2,H,W]`` (NaN invalid) of a posed pair, its ``confidence [2,H,W]`` and the ``occluders`` of what
+    it left without depth above a grown floor (None without growth)."""
+
+    depth: torch.Tensor
+    confidence: torch.Tensor
+    occluders: Occluders | None = None
+
+
 def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, options: StereoOptions | None = None,
-                 fill_holes: bool = True, min_match_share: float = MIN_MATCH_SHARE, grow_floor: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Z-depth ``[2,H,W]`` (NaN invalid) and confidence ``[2,H,W]`` of a posed pair as the reconstruction uses it:
-    two-view stereo, a view with matches on less than ``min_match_share`` of it emptied (:func:`drop_sparse_views`),
-    plus (``fill_holes``) depth interpolated into the plain holes and extrapolated beyond the other view's frame, at
-    confidence 0.
+                 fill_holes: bool = True, min_match_share: float = MIN_MATCH_SHARE, grow_floor: bool = True
+                 ) -> PairDepth:
+    """Depth of a posed pair as the reconstruction uses it: two-view stereo, a view with matches on less than
+    ``min_match_share`` of it emptied (:func:`drop_sparse_views`), plus (``fill_holes``) depth interpolated into
+    the plain holes and extrapolated beyond the other view's frame, at confidence 0.
 
     Only the fronto-parallel sweep's matches seed the fill (and only where they alone pass ``min_match_share``):
     spreading the level sweep's floor depth over the holes lays whatever stands on the floor flat onto it (the demo
     object's fit lost 1.2 dB PSNR that way), while the fronto matches' fill is what real pairs need (DTU scan24 views
     22/25: 1.9 dB better than matches alone). ``grow_floor``: the level plane stereo fitted is first grown over the
-    plain pixels no window matched (:mod:`cameo.geometry.plane_growth`, off by default: its docstring says why)."""
+    plain pixels no window matched (:mod:`cameo.geometry.plane_growth`), and what then stays without depth above
+    it becomes occluders (:mod:`cameo.geometry.occluders`)."""
     result = two_view_depth(images, K, c2w, options=options)
+    floorlike = None
     if grow_floor:
-        result = with_grown_floor(result, images, K, c2w)
+        result, floorlike = with_grown_floor(result, images, K, c2w)
     matched = drop_sparse_views(result.depth, min_match_share)
     confidence = torch.where(torch.isfinite(matched), result.confidence, torch.zeros_like(result.confidence))
-    if not fill_holes:
-        return matched, confidence
-    level = result.level & torch.isfinite(matched)
-    seeds = drop_sparse_views(torch.where(level, torch.full_like(matched, float("nan")), matched), min_match_share)
-    filled = extrapolate_beyond_overlap(fill_plain_holes(seeds, images)[0], K, c2w)[0]
-    return torch.where(level, matched, filled), confidence
+    depth = matched
+    if fill_holes:
+        level = result.level & torch.isfinite(matched)
+        seeds = drop_sparse_views(torch.where(level, torch.full_like(matched, float("nan")), matched), min_match_share)
+        filled = extrapolate_beyond_overlap(fill_plain_holes(seeds, images)[0], K, c2w)[0]
+        depth = torch.where(level, matched, filled)
+    occluders = None
+    if floorlike is not None and bool(floorlike.any()):
+        occluders = occluders_above_floor(depth, floorlike, K, c2w, result.plane)
+    return PairDepth(depth, confidence, occluders)
+
+
+@dataclass
+class SceneDepth:
+    """The views at the working size (``images [V,3,h,w]``, ``K [V,3,3]``), their z-depth ``[V,h,w]`` (NaN
+    invalid), its ``confidence [V,h,w]`` and stereo's ``occluders`` (None for given maps)."""
+
+    images: torch.Tensor
+    K: torch.Tensor
+    depth: torch.Tensor
+    confidence: torch.Tensor
+    occluders: Occluders | None = None
+
+    def point_cloud(self, c2w: torch.Tensor, max_points: int = 200_000) -> PointCloud:
+        """The fused cloud of these views (cameras ``c2w [V,4,4]``) with the occluders."""
+        cloud = fuse_depth(self.images, self.depth, self.K, c2w.float().cpu(), max_points)
+        cloud.occluders = self.occluders
+        return cloud
 
 
 def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
-                max_side: int = 256, options: StereoOptions | None = None, fill_holes: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Images, intrinsics, z-depth ``[V,h,w]`` (NaN invalid) and its confidence ``[V,h,w]`` (stereo's; 1 where a
-    given map is valid) at the working size, or None without depth.
+                max_side: int = 256, options: StereoOptions | None = None, fill_holes: bool = True,
+                grow_floor: bool = True) -> SceneDepth | None:
+    """The views' depth at the working size (stereo's confidence; 1 where a given map is valid), or None without
+    depth.
 
     ``depths``: per view a depth map ``[H,W]`` or None; a view with a map uses it, two views without maps get stereo
     (a view with a map next to one without: the missing one stays empty).
@@ -131,23 +185,24 @@ def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths
     if all(d is None for d in given):
         if images.shape[0] != 2:
             return None
-        depth, confidence = stereo_depth(small, K_small, c2w, options, fill_holes)
-        return small, K_small, depth, confidence
+        pair = stereo_depth(small, K_small, c2w, options, fill_holes, grow_floor=grow_floor)
+        return SceneDepth(small, K_small, pair.depth, pair.confidence, pair.occluders)
     maps = torch.stack([torch.full(size, float("nan")) if d is None
                         else _resize_depth(torch.as_tensor(d).float()[None], size)[0] for d in given])
-    return small, K_small, maps, (torch.isfinite(maps) & (maps > 0)).float()
+    return SceneDepth(small, K_small, maps, (torch.isfinite(maps) & (maps > 0)).float())
 
 
 def scene_point_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths: list | None = None,
-                      max_side: int = 256, max_points: int = 200_000, fill_holes: bool = True) -> PointCloud | None:
+                      max_side: int = 256, max_points: int = 200_000, fill_holes: bool = True,
+                      grow_floor: bool = True) -> PointCloud | None:
     """The inputs' fused point cloud in their world frame, or None when they give no depth (one view, no map).
 
     ``images [V,3,H,W]`` in [0, 1] (V = 1 or 2), ``K [V,3,3]``, OpenCV ``c2w [V,4,4]``; ``depths``: optional per-view
     z-depth maps ``[H,W]`` (NaN or 0 = unknown) that replace stereo. Stereo runs with the long side at ``max_side``;
-    ``fill_holes``: its holes get interpolated and extrapolated depth (:func:`stereo_depth`).
+    ``fill_holes``: its holes get interpolated and extrapolated depth; ``grow_floor``: its floor grown, with
+    occluders above it (:func:`stereo_depth`).
     """
-    found = scene_depth(images, K, c2w, depths, max_side, fill_holes=fill_holes)
+    found = scene_depth(images, K, c2w, depths, max_side, fill_holes=fill_holes, grow_floor=grow_floor)
     if found is None:
         return None
-    small, K_small, depth, _ = found
-    return fuse_depth(small, depth, K_small, c2w.float().cpu(), max_points)
+    return found.point_cloud(c2w, max_points)

@@ -6,8 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cloud import PointCloud
-from .warp import render_points
+from .cloud import PointCloud, render_cloud
 
 
 def inverse_depth_colours(depth: torch.Tensor) -> torch.Tensor:
@@ -41,7 +40,7 @@ def geometry_picture(images: torch.Tensor, depth: torch.Tensor, confidence: torc
     top = list(images) + list(inverse_depth_colours(depth)) + [c.expand(3, -1, -1) for c in confidence[:, None]]
     rows = [_row(top, th, tw)]
     if cloud is not None and len(cloud) > 0:
-        warped = render_points(cloud.points, cloud.colors, K, c2w, height, width, cloud.sizes)
+        warped = render_cloud(cloud, K, c2w, height, width)
         rows.append(_row(list(warped.rgb), th, tw))
     full = max(r.shape[-1] for r in rows)
     padded = [F.pad(r, (0, full - r.shape[-1]), value=1.0) for r in rows]

@@ -10,19 +10,18 @@ plane-guided propagation in multi-view stereo does:
   taken as floor when its own colour is one of the matched floor's.
 Only regions connected to matched floor pixels through accepted pixels are kept.
 
-Off by default (``cameo.geometry.cloud.stereo_depth(grow_floor=...)``), because of what it does to the product,
-measured on 2 cores:
+On by default (``cameo.geometry.cloud.stereo_depth(grow_floor=...)``), together with the occluders it makes
+possible (:mod:`cameo.geometry.occluders`). Measured on 2 cores:
 - the 8 held-out 2-to-2 scenes (data seed 0): the stereo-warped prior goes from 20.43 / 0.658 / 0.377 to 20.69 /
   0.699 / 0.348 and the bundled model's views from 21.76 / 0.658 / 0.296 to 22.07 / 0.697 / 0.276 (four objects up,
   the rooms unchanged: their fitted plane holds under 2 % of their matches). A variant that took every pixel of a floor
   colour, whatever the other view sees at its point, reached 22.08 / 0.709 / 0.270 there, but set 1 (data seed 1)
   fell from 21.21 / 0.631 to 21.12 / 0.628 and the demo object's splat from 20.23 to 18.59 dB.
-- the demo object (``assets/demo/object_00``): the fit to the two photos alone gains 1.8 dB (18.26 / 0.582 to
-  20.09 / 0.708, held-out 64 px), the full fit gains SSIM and LPIPS (0.683 to 0.711; 256 px LPIPS 0.469 to 0.392)
-  but loses 0.47 dB (20.23 to 19.76), so the generated views no longer beat the photos alone in PSNR: the floor
-  behind each object now shows through it in the prior of the views between the photos, because the objects
-  themselves have no depth. Objects stood on the floor as upright cards at their contact line fixed that on the
-  demo object and broke the held-out pairs (one object scene to 9.7 dB).
+- the demo object (``assets/demo/object_00``), growth alone: the fit to the two photos alone gains 1.8 dB (18.26 /
+  0.582 to 20.09 / 0.708, held-out 64 px), the full fit loses 0.47 dB (20.23 to 19.76): the floor behind each
+  object, which has no depth, shows through it in the prior of the views between the photos. Objects stood on the
+  floor as upright cards at their contact line fixed that on the demo object and broke the held-out pairs (one
+  object scene to 9.7 dB); the occluders fix it without placing colour anywhere.
 - DTU scan24 views 22/25: unchanged (no plane holds 5 % of a view's matches).
 """
 
@@ -114,29 +113,37 @@ def connected_to(candidates: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     return kept[labels]
 
 
-def grow_plane(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor,
-               plane_depth: torch.Tensor) -> torch.Tensor:
-    """``[2,H,W]`` bool: the empty pixels of ``depth [2,H,W]`` (NaN) that take the plane's depth ``plane_depth``
-    (the module's tests), connected through such pixels to matched pixels on the plane."""
+def floor_colours(colours: torch.Tensor, depth: torch.Tensor, plane_depth: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The matched pixels on the plane (the seeds, ``[2,H,W]``; none in a view where they cover less than
+    :data:`MIN_SEED_SHARE`) and the pixels of ``colours [2,3,H,W]`` in their palette (``[2,H,W]``)."""
     seeds = torch.isfinite(depth) & ((depth - plane_depth).abs() <= SEED_AGREEMENT * plane_depth)
     seeds &= seeds.flatten(1).float().mean(1)[:, None, None] >= MIN_SEED_SHARE
-    colours = box_mean(images, 3)
     palette = floor_palette(colours, seeds)
+    return seeds, torch.stack([near_palette(colours[v], palette) for v in range(2)])
+
+
+def grow_plane(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth: torch.Tensor,
+               plane_depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[2,H,W]`` bool: the empty pixels of ``depth [2,H,W]`` (NaN) that take the plane's depth ``plane_depth``
+    (the module's tests), connected through such pixels to matched pixels on the plane; and ``[2,H,W]`` bool: the
+    pixels of a floor colour (:func:`floor_colours`)."""
+    colours = box_mean(images, 3)
+    seeds, like = floor_colours(colours, depth, plane_depth)
     seen, visible = seen_on_plane(colours, K, c2w, plane_depth, depth)
     same = visible & ((seen - colours).abs().mean(1) <= COLOUR_TOLERANCE)
-    like = torch.stack([near_palette(colours[v], palette) for v in range(2)])
     candidates = ~torch.isfinite(depth) & torch.isfinite(plane_depth) & (same | (like & ~visible))
-    return torch.stack([connected_to(candidates[v], seeds[v]) for v in range(2)]) & candidates
+    return torch.stack([connected_to(candidates[v], seeds[v]) for v in range(2)]) & candidates, like
 
 
 def with_grown_floor(result: StereoResult, images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor
-                     ) -> StereoResult:
+                     ) -> tuple[StereoResult, torch.Tensor]:
     """``result`` (stereo of ``images [2,3,H,W]``, ``K``, ``c2w``) with its fitted level plane grown
-    (:func:`grow_plane`); grown pixels count as level-plane depth, at confidence 0 (no window matched them).
-    Unchanged when stereo fitted no plane."""
+    (:func:`grow_plane`), grown pixels counted as level-plane depth at confidence 0 (no window matched them), and
+    the ``[2,H,W]`` mask of floor-coloured pixels. Unchanged, with no floor colour, when stereo fitted no plane."""
     if result.plane is None:
-        return result
+        return result, torch.zeros_like(result.valid)
     floor = level_plane_depth(K, c2w, result.plane, *result.depth.shape[-2:])
-    grown = grow_plane(images, K, c2w, result.depth, floor)
+    grown, like = grow_plane(images, K, c2w, result.depth, floor)
     return StereoResult(torch.where(grown, floor, result.depth), torch.where(grown, 0.0, result.confidence),
-                        result.valid | grown, result.level | grown, result.plane)
+                        result.valid | grown, result.level | grown, result.plane), like
