@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--anchor", type=float, default=d.anchor)
     parser.add_argument("--anchor-until", type=float, default=d.anchor_until)
     parser.add_argument("--stop", type=float, default=d.stop)
+    parser.add_argument("--draws", type=int, default=d.draws)
     parser.add_argument("--distance-falloff", type=float, default=d.distance_falloff)
     parser.add_argument("--lpips-weight", type=float, default=d.lpips_weight)
     parser.add_argument("--input-max-side", type=int, default=d.input_max_side)
@@ -122,7 +123,8 @@ def main() -> None:
     pretrained = CameoModel.from_pretrained(checkpoint, args.device)
     load_s = time.perf_counter() - start
     options = ReconOptions(num_views=args.views, steps=args.steps, cfg=args.cfg, anchor=args.anchor,
-                           anchor_until=args.anchor_until, stop=args.stop, fit_iterations=args.fit_iterations,
+                           anchor_until=args.anchor_until, stop=args.stop, draws=args.draws,
+                           fit_iterations=args.fit_iterations,
                            fit_points=args.fit_points, generated_weight=args.generated_weight,
                            distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight,
                            input_max_side=args.input_max_side, fit_max_gaussians=args.max_gaussians,
@@ -138,7 +140,7 @@ def main() -> None:
 
     print(f"\nmodel: {checkpoint} ({weights}); image {pretrained.image_size}px, F = {pretrained.frames_per_group}")
     print(f"scene: {scene_file}; {args.views} views, {args.steps} steps, CFG {args.cfg:g}, anchor {args.anchor:g} "
-          f"until {args.anchor_until:g}, stop {args.stop:g}, {args.fit_iterations} fit "
+          f"until {args.anchor_until:g}, stop {args.stop:g}, {args.draws} draw(s), {args.fit_iterations} fit "
           f"iterations, cloud {args.cloud}, {len(result.splats)} Gaussians, inputs fitted at "
           f"{tuple(result.images[result.input_indices[0]].shape[-2:])}")
     print(f"machine: {platform.processor() or platform.machine()}, {args.device}, torch threads {args.threads}\n")

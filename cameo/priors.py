@@ -19,6 +19,10 @@ from cameo.geometry.warp import render_points
 from cameo.model.codec import LatentCodec, PixelCodec
 
 
+PROXY_CONFIDENCE = 0.5
+"""Mask value of proxy pixels (:func:`add_proxy`): the model tells a guessed surface from measured depth (1)."""
+
+
 def render_priors(
     points: torch.Tensor, colors: torch.Tensor, sizes: torch.Tensor | None, K: torch.Tensor, c2w: torch.Tensor,
     height: int, width: int,
@@ -31,12 +35,18 @@ def render_priors(
     return torch.cat([warped.rgb, warped.mask[:, None].float()], dim=1)
 
 
-def cloud_priors(cloud: PointCloud, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Priors ``[V,4,H,W]`` of a point ``cloud`` (its occluders leave holes) rendered into ``K [V]``, ``c2w [V]``."""
+def cloud_priors(cloud: PointCloud, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int,
+                 hull_confidence: float = 0.0) -> torch.Tensor:
+    """Priors ``[V,4,H,W]`` of a point ``cloud`` rendered into ``K [V]``, ``c2w [V]``: its points at mask 1 and its
+    visual hull's colours at mask ``hull_confidence`` (0: the hull only hides what lies behind it).
+
+    A model trained with guessed surfaces (``prior.proxy``) gets the hull at :data:`PROXY_CONFIDENCE`, like the
+    proxy; others, which never saw a mask between 0 and 1, get it as holes."""
     if len(cloud) == 0:
         return torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
-    warped = render_cloud(cloud, K.float(), c2w.float(), height, width)
-    return torch.cat([warped.rgb, warped.mask[:, None].float()], dim=1)
+    views = render_cloud(cloud, K.float(), c2w.float(), height, width)
+    mask = views.measured.float() + hull_confidence * views.guessed.float()
+    return torch.cat([views.rgb * (mask[:, None] > 0), mask[:, None]], dim=1)
 
 
 def set_reference_priors(priors: torch.Tensor, images: torch.Tensor, ref_mask: torch.Tensor) -> torch.Tensor:
@@ -59,24 +69,22 @@ def views_prior(
 
 def cloud_views_prior(
     cloud: PointCloud | None, ref_images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, ref_mask: torch.Tensor,
-    height: int, width: int,
+    height: int, width: int, hull_confidence: float = 0.0,
 ) -> torch.Tensor:
     """Priors ``[F,4,H,W]`` of the views ``K [F]``, ``c2w [F]``: the references' point ``cloud`` rendered into each
-    (None: empty priors), and the references ``ref_images [R,3,H,W]`` themselves where ``ref_mask [F]`` is set.
+    (None: empty priors; its hull at mask ``hull_confidence``, :func:`cloud_priors`), and the references
+    ``ref_images [R,3,H,W]`` themselves where ``ref_mask [F]`` is set.
 
     The cloud may come from images of another size than the views (``cameo-recon`` runs stereo on the photos and
     renders at the model's resolution); its point sizes keep the render gap-free either way."""
     if cloud is None:
         priors = torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
     else:
-        priors = cloud_priors(cloud, K, c2w, height, width)
+        priors = cloud_priors(cloud, K, c2w, height, width, hull_confidence)
     own = torch.zeros(K.shape[0], 3, height, width, dtype=priors.dtype, device=priors.device)
     own[ref_mask] = ref_images.to(priors.dtype)
     return set_reference_priors(priors, own, ref_mask)
 
-
-PROXY_CONFIDENCE = 0.5
-"""Mask value of proxy pixels (:func:`add_proxy`): the model tells a guessed surface from measured depth (1)."""
 
 MIN_DEPTH_SHARE = 0.01
 """A reference with depth on fewer of its pixels than this has no depth (:func:`add_proxy` stands in)."""

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stop", type=float, default=d.stop,
                      help="fraction of the DDIM steps run, the last giving its clean estimate; 1 runs the full "
                           "sampler (default: %(default)s)")
+    gen.add_argument("--draws", type=int, default=d.draws,
+                     help="samples averaged per generated view, each from its own noise; each costs one generation "
+                          "(default: %(default)s)")
     gen.add_argument("--seed", type=int, default=d.seed,
                      help="seed of diffusion noise and fitting (default: %(default)s)")
     gen.add_argument("--path-mode", default=d.path_mode, choices=sorted(set(TWO_VIEW_MODES + ONE_VIEW_KINDS)),
@@ -180,7 +183,8 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
         torch.set_num_threads(args.threads)
     options = ReconOptions(
         num_views=args.views, steps=args.steps, cfg=args.cfg, anchor=args.anchor,
-        anchor_until=args.anchor_until, stop=args.stop, seed=args.seed, fit_iterations=args.fit_iterations,
+        anchor_until=args.anchor_until, stop=args.stop, draws=args.draws, seed=args.seed,
+        fit_iterations=args.fit_iterations,
         fit_points=args.fit_points, fit_max_gaussians=args.max_gaussians, fit_patch=args.fit_patch,
         input_max_side=args.input_max_side,
         distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight, generated_weight=args.generated_weight,

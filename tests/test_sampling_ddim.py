@@ -6,7 +6,7 @@ from torch import nn
 
 from cameo.cameras import look_at
 from cameo.model.codec import PixelCodec
-from cameo.sampling import ddim_from_training, default_training_schedule, denoise, sample_views
+from cameo.sampling import ddim_from_training, default_training_schedule, denoise, mean_of_draws, sample_views
 
 
 class OracleModel(nn.Module):
@@ -168,3 +168,29 @@ def test_cameras_are_normalised_relative_to_first_reference():
         planes.append(model.calls[0]["plucker"])
     assert torch.allclose(planes[0], planes[1], atol=1e-5)
     assert planes[0][0, 0, 3:].abs().max() < 1e-6  # the reference camera sits at the origin: zero moment
+
+
+def test_mean_of_draws_averages_the_runs_and_shares_the_progress():
+    fractions = []
+    mean = mean_of_draws(3, fractions.append, lambda draw, report: (report(0.5), report(1.0), torch.tensor(
+        [float(draw)]))[-1])
+    assert mean.item() == pytest.approx(1.0)
+    assert fractions == pytest.approx([1 / 6, 1 / 3, 1 / 2, 2 / 3, 5 / 6, 1.0])
+    with pytest.raises(ValueError, match="draws"):
+        mean_of_draws(0, None, lambda draw, report: torch.zeros(1))
+
+
+def test_draws_average_samples_of_their_own_noise():
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(3, 3, 8, 8, generator=g)
+    K, c2w = _cameras(3)
+    run = lambda model, draws: sample_views(model, PixelCodec(), images[:1], K[:1], c2w[:1], K[1:], c2w[1:],
+                                            steps=3, cfg=1.0, seed=7, draws=draws)
+    shrink = ShrinkModel(torch.zeros(1))
+    one, two = run(shrink, 1), run(shrink, 2)
+    assert torch.equal(two, run(shrink, 2)) and not torch.allclose(one, two)
+    # the sampler is linear in its noise here: the second draw alone is 2 * mean - first, another sample
+    second = 2 * two - one
+    assert (second - one).abs().mean() > 1e-3
+    exact = OracleModel((images * 2 - 1)[None])  # every draw denoises to the truth: so does their mean
+    assert torch.allclose(run(exact, 3), images[1:], atol=1e-4)

@@ -86,6 +86,16 @@ def test_trajectory_batching_does_not_change_results_and_reports_progress():
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
 
 
+def test_trajectory_draws_average_their_own_noise_and_keep_batching_invariance():
+    fractions = []
+    one = _run(CountingModel())
+    a = _run(CountingModel(), groups_per_batch=1, draws=2)
+    b = _run(CountingModel(), groups_per_batch=4, draws=2, progress=fractions.append)
+    assert torch.allclose(a, b, atol=1e-6) and not torch.allclose(a[2:], one[2:])
+    assert torch.equal(a[:2], one[:2])  # the inputs as given
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
 def test_trajectory_with_the_two_pass_anchor_plan():
     from trajectories.plan import plan_generation
 

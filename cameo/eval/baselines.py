@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from cameo.geometry.cloud import PointCloud, fuse_depth, scene_point_cloud
-from cameo.priors import add_proxy, cloud_priors
+from cameo.priors import PROXY_CONFIDENCE, add_proxy, cloud_priors
 
 DepthSource = Literal["stereo", "gt", "none"]
 DEPTH_SOURCES: tuple[str, ...] = ("stereo", "gt", "none")
@@ -58,9 +58,10 @@ def nearest_reference(ref_images: torch.Tensor, ref_c2w: torch.Tensor, target_c2
 
 def warped_references(ref_images: torch.Tensor, cloud: PointCloud, target_K: torch.Tensor,
                       target_c2w: torch.Tensor) -> torch.Tensor:
-    """The references' ``cloud`` rendered into the targets, holes = the references' mean colour."""
+    """The references' ``cloud`` rendered into the targets (its visual hull's colours too, as a model trained with
+    guessed surfaces gets them), holes = the references' mean colour."""
     height, width = ref_images.shape[-2:]
-    prior = cloud_priors(cloud, target_K, target_c2w, height, width)
+    prior = cloud_priors(cloud, target_K, target_c2w, height, width, PROXY_CONFIDENCE)
     fill = mean_colour(ref_images, target_K.shape[0])
     return torch.where(prior[:, 3:] > 0, prior[:, :3], fill)
 

@@ -96,7 +96,8 @@ def cmd_nvs(args: argparse.Namespace) -> None:
     with _report(args.out, args.overwrite) as out:
         result = evaluate_nvs(model, codec, _scenes(args, image_size), metrics, args.settings, args.steps, args.cfg, args.seed,
                               schedule, depth_sources=args.depth_source, baselines=not args.no_baselines,
-                              anchors=args.anchor, anchor_until=args.anchor_until, stop=args.stop)
+                              anchors=args.anchor, anchor_until=args.anchor_until, stop=args.stop,
+                              draws=args.draws)
         write_csv(result.rows, out / "per_view.csv")
         summary = summarize(result.rows, ("setting", "method"), ("psnr", "ssim", "lpips"))
         write_csv(summary, out / "summary.csv")
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the DDIM steps that are anchored (the rest let the model smooth seams)")
     p.add_argument("--stop", type=float, default=1.0,
                    help="fraction of the DDIM steps run, the last giving its clean estimate (cameo-recon: 0.25)")
+    p.add_argument("--draws", type=int, default=1,
+                   help="samples averaged per prediction, each from its own noise (cameo-recon: its --draws)")
     p.set_defaults(func=cmd_nvs)
 
     p = sub.add_parser("probe", help="correspondence precision of attention layers (Probe3D protocol)")

@@ -20,7 +20,7 @@ from cameo.eval.metrics import ImageMetrics, psnr
 from cameo.eval.probe3d import (attention_precision, correspondence_precision, probe_pair, relative_rotation_deg,
                                 rotation_bin, scale_relative_threshold)
 from cameo.geometry.cloud import PointCloud
-from cameo.priors import cloud_views_prior, views_prior
+from cameo.priors import PROXY_CONFIDENCE, cloud_views_prior, views_prior
 from cameo.sampling import sample_views
 
 SETTINGS = {"1-to-3": 1, "2-to-2": 2}
@@ -85,7 +85,8 @@ class NVSResult:
 def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetrics, settings: Iterable[str] = SETTINGS,
                  steps: int = 50, cfg: float = 2.0, seed: int = 0, schedule=None, perturb: Iterable[str] = (),
                  depth_sources: Iterable[DepthSource] = ("stereo",), baselines: bool = False,
-                 anchors: Iterable[float] = (0.0,), anchor_until: float = 1.0, stop: float = 1.0) -> NVSResult:
+                 anchors: Iterable[float] = (0.0,), anchor_until: float = 1.0, stop: float = 1.0,
+                 draws: int = 1) -> NVSResult:
     """Generate the targets of every scene in every setting and score them against the ground truth.
 
     Rows carry a ``method``: ``model`` (models without a prior), ``model (<source> prior)`` for each of
@@ -95,7 +96,8 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
     predictions of :mod:`cameo.eval.baselines` on the same views. ``perturb``: layers replaced by identity
     attention during generation (empty = the normal model). ``anchors``: sampler anchor strengths to compare
     (:class:`cameo.priors.PriorAnchor`; 0 = none), each its own method; ``stop``: the fraction of
-    the DDIM steps run (:func:`cameo.sampling.denoise`). Pictures show the first model method.
+    the DDIM steps run (:func:`cameo.sampling.denoise`); ``draws``: samples averaged per prediction
+    (:func:`cameo.sampling.mean_of_draws`). Pictures show the first model method.
     """
     sources = tuple(depth_sources) if getattr(model, "uses_prior", False) else ("none",)
     rows, examples = [], {s: [] for s in settings}
@@ -114,7 +116,7 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                         predictions[_method(src, anchor)] = sample_views(
                             model, codec, refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:], steps=steps,
                             cfg=cfg, seed=seed, schedule=schedule, cloud=clouds[src], anchor=anchor,
-                            anchor_until=anchor_until, stop=stop)
+                            anchor_until=anchor_until, stop=stop, draws=draws)
             shown = _warped_prior(refs, clouds.get(sources[0]), scene, n)
             examples[setting].append((refs, gt, *shown, next(iter(predictions.values()))))
             if baselines:
@@ -129,11 +131,12 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
 
 
 def _warped_prior(refs: torch.Tensor, cloud: PointCloud | None, scene: EvalScene, n: int) -> tuple[torch.Tensor, ...]:
-    """The targets' warped prior as a picture column (black holes), or nothing without depth."""
+    """The targets' warped prior as a picture column (black holes, the visual hull's guesses at half brightness), or
+    nothing without depth."""
     if cloud is None:
         return ()
     views = torch.arange(len(scene.K)) < n
-    prior = cloud_views_prior(cloud, refs, scene.K, scene.c2w, views, *refs.shape[-2:])
+    prior = cloud_views_prior(cloud, refs, scene.K, scene.c2w, views, *refs.shape[-2:], PROXY_CONFIDENCE)
     return (prior[n:, :3] * prior[n:, 3:],)
 
 

@@ -5,9 +5,9 @@ view without depth gives no cloud. Stereo runs at a working resolution (``max_si
 get depth interpolated from the matches around them and pixels outside the other view's frame get depth
 extrapolated from all matches (:mod:`cameo.geometry.fill`), unless the matches are too sparse to extrapolate from
 (:func:`drop_sparse_views`). The floor stereo fitted is grown over its plain patches first, and what stays without
-depth above it becomes occluders (:mod:`cameo.geometry.plane_growth`, :mod:`cameo.geometry.occluders`). The cloud
+depth above it is kept as its visual hull (:mod:`cameo.geometry.plane_growth`, :mod:`cameo.geometry.hull`). The cloud
 keeps the colours of that resolution and each point's size is its pixel's footprint (half a pixel at its depth),
-the radius ``cameo.geometry.warp.render_points`` expects; :func:`render_cloud` renders it with its occluders.
+the radius ``cameo.geometry.warp.render_points`` expects; :func:`render_cloud` renders it with its hull.
 """
 
 from __future__ import annotations
@@ -19,21 +19,21 @@ import torch
 from cameo.cameras import resize_with_intrinsics, unproject_depth
 
 from .fill import extrapolate_beyond_overlap, fill_plain_holes
-from .occluders import Occluders, occluders_above_floor
+from .hull import VisualHull, hull_above_floor
 from .plane_growth import with_grown_floor
 from .stereo import StereoOptions, two_view_depth
-from .warp import WarpedViews, render_points
+from .warp import render_points
 
 
 @dataclass
 class PointCloud:
     """World ``points [N,3]``, ``colors [N,3]`` in [0, 1] and ``sizes [N]`` (world radius), all float32, and the
-    ``occluders`` of what the views saw but could not place (rendered as holes, :mod:`cameo.geometry.occluders`)."""
+    ``hull`` of what the views saw but could not place (:mod:`cameo.geometry.hull`)."""
 
     points: torch.Tensor
     colors: torch.Tensor
     sizes: torch.Tensor
-    occluders: Occluders | None = None
+    hull: VisualHull | None = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -57,20 +57,42 @@ def fuse_depth(images: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, c2w: 
     return PointCloud(points.contiguous(), colors.clamp(0, 1).contiguous(), sizes.contiguous())
 
 
-def render_cloud(cloud: PointCloud, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int) -> WarpedViews:
-    """``cloud`` rendered into cameras ``K [V,3,3]``, ``c2w [V,4,4]`` (:func:`cameo.geometry.warp.render_points`);
-    a pixel its occluders win is empty. The occluders render with the points, an extra channel telling them apart,
-    so a pixel shows whichever surface is in front."""
-    occluders = cloud.occluders
-    if occluders is None or len(occluders) == 0:
-        return render_points(cloud.points, cloud.colors, K, c2w, height, width, cloud.sizes)
-    colors = torch.cat([torch.cat([cloud.colors, torch.ones(len(cloud), 1)], 1), torch.zeros(len(occluders), 4)])
-    warped = render_points(torch.cat([cloud.points, occluders.points]), colors, K, c2w, height, width,
-                           torch.cat([cloud.sizes, occluders.sizes]))
-    solid = warped.rgb[:, 3:]  # a pixel's share of points (not occluders) among those averaged into it
-    shown = warped.mask & (solid[:, 0] > 0.5)
-    rgb = torch.where(shown[:, None], warped.rgb[:, :3] / solid.clamp_min(1e-6), torch.zeros_like(warped.rgb[:, :3]))
-    return WarpedViews(rgb, shown, torch.where(shown, warped.depth, torch.zeros_like(warped.depth)))
+@dataclass
+class CloudViews:
+    """A cloud rendered into ``V`` cameras: ``rgb [V,3,H,W]`` (0 where empty), ``measured [V,H,W]``: pixels its
+    points show, ``guessed [V,H,W]``: pixels its visual hull shows (in front of any point)."""
+
+    rgb: torch.Tensor
+    measured: torch.Tensor
+    guessed: torch.Tensor
+
+
+def render_cloud(cloud: PointCloud, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int) -> CloudViews:
+    """``cloud`` rendered into cameras ``K [V,3,3]``, ``c2w [V,4,4]`` (:func:`cameo.geometry.warp.render_points`).
+
+    The hull renders with the points, extra channels telling them apart and carrying each photo's colour, so a pixel
+    shows whichever surface is in front; a hull pixel's colour blends the photos' by the camera's closeness to each
+    (:meth:`VisualHull.weights_for`)."""
+    hull = cloud.hull
+    if hull is None or len(hull) == 0:
+        warped = render_points(cloud.points, cloud.colors, K, c2w, height, width, cloud.sizes)
+        return CloudViews(warped.rgb, warped.mask, torch.zeros_like(warped.mask))
+    refs = hull.colors.shape[1]
+    # channels: the points' colour, 1 for a point, each photo's colour of a hull point, 1 for a hull point
+    channels = torch.zeros(len(cloud) + len(hull), 3 * refs + 5)
+    channels[:len(cloud), :3], channels[:len(cloud), 3] = cloud.colors, 1.0
+    channels[len(cloud):, 4:-1], channels[len(cloud):, -1] = hull.colors.flatten(1), 1.0
+    warped = render_points(torch.cat([cloud.points, hull.points]), channels, K, c2w, height, width,
+                           torch.cat([cloud.sizes, hull.sizes]))
+    point_share, hull_share = warped.rgb[:, 3:4], warped.rgb[:, -1:]  # of the candidates averaged into a pixel
+    measured = warped.mask & (point_share[:, 0] > 0.5)
+    guessed = warped.mask & ~measured & (hull_share[:, 0] > 0.5)
+    weights = hull.weights_for(c2w)  # [V,R]
+    per_photo = warped.rgb[:, 4:-1].unflatten(1, (refs, 3))  # [V,R,3,H,W]
+    guess_rgb = (weights[:, :, None, None, None] * per_photo).sum(1) / hull_share.clamp_min(1e-6)
+    rgb = torch.where(measured[:, None], warped.rgb[:, :3] / point_share.clamp_min(1e-6),
+                      torch.where(guessed[:, None], guess_rgb, torch.zeros_like(guess_rgb)))
+    return CloudViews(rgb, measured, guessed)
 
 
 def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -109,12 +131,12 @@ def drop_sparse_views(depth: torch.Tensor, min_share: float = MIN_MATCH_SHARE) -
 
 @dataclass
 class PairDepth:
-    """Z-depth ``[2,H,W]`` (NaN invalid) of a posed pair, its ``confidence [2,H,W]`` and the ``occluders`` of what
-    it left without depth above a grown floor (None without growth)."""
+    """Z-depth ``[2,H,W]`` (NaN invalid) of a posed pair, its ``confidence [2,H,W]`` and the visual ``hull`` of
+    what it left without depth above a grown floor (None without growth)."""
 
     depth: torch.Tensor
     confidence: torch.Tensor
-    occluders: Occluders | None = None
+    hull: VisualHull | None = None
 
 
 def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, options: StereoOptions | None = None,
@@ -129,7 +151,7 @@ def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, optio
     object's fit lost 1.2 dB PSNR that way), while the fronto matches' fill is what real pairs need (DTU scan24 views
     22/25: 1.9 dB better than matches alone). ``grow_floor``: the level plane stereo fitted is first grown over the
     plain pixels no window matched (:mod:`cameo.geometry.plane_growth`), and what then stays without depth above
-    it becomes occluders (:mod:`cameo.geometry.occluders`)."""
+    it is kept as its visual hull (:mod:`cameo.geometry.hull`)."""
     result = two_view_depth(images, K, c2w, options=options)
     floorlike = None
     if grow_floor:
@@ -142,27 +164,27 @@ def stereo_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, optio
         seeds = drop_sparse_views(torch.where(level, torch.full_like(matched, float("nan")), matched), min_match_share)
         filled = extrapolate_beyond_overlap(fill_plain_holes(seeds, images)[0], K, c2w)[0]
         depth = torch.where(level, matched, filled)
-    occluders = None
+    hull = None
     if floorlike is not None and bool(floorlike.any()):
-        occluders = occluders_above_floor(depth, floorlike, K, c2w, result.plane)
-    return PairDepth(depth, confidence, occluders)
+        hull = hull_above_floor(images, depth, floorlike, K, c2w, result.plane)
+    return PairDepth(depth, confidence, hull)
 
 
 @dataclass
 class SceneDepth:
     """The views at the working size (``images [V,3,h,w]``, ``K [V,3,3]``), their z-depth ``[V,h,w]`` (NaN
-    invalid), its ``confidence [V,h,w]`` and stereo's ``occluders`` (None for given maps)."""
+    invalid), its ``confidence [V,h,w]`` and stereo's visual ``hull`` (None for given maps)."""
 
     images: torch.Tensor
     K: torch.Tensor
     depth: torch.Tensor
     confidence: torch.Tensor
-    occluders: Occluders | None = None
+    hull: VisualHull | None = None
 
     def point_cloud(self, c2w: torch.Tensor, max_points: int = 200_000) -> PointCloud:
-        """The fused cloud of these views (cameras ``c2w [V,4,4]``) with the occluders."""
+        """The fused cloud of these views (cameras ``c2w [V,4,4]``) with the hull."""
         cloud = fuse_depth(self.images, self.depth, self.K, c2w.float().cpu(), max_points)
-        cloud.occluders = self.occluders
+        cloud.hull = self.hull
         return cloud
 
 
@@ -186,7 +208,7 @@ def scene_depth(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depths
         if images.shape[0] != 2:
             return None
         pair = stereo_depth(small, K_small, c2w, options, fill_holes, grow_floor=grow_floor)
-        return SceneDepth(small, K_small, pair.depth, pair.confidence, pair.occluders)
+        return SceneDepth(small, K_small, pair.depth, pair.confidence, pair.hull)
     maps = torch.stack([torch.full(size, float("nan")) if d is None
                         else _resize_depth(torch.as_tensor(d).float()[None], size)[0] for d in given])
     return SceneDepth(small, K_small, maps, (torch.isfinite(maps) & (maps > 0)).float())
@@ -200,7 +222,7 @@ def scene_point_cloud(images: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, 
     ``images [V,3,H,W]`` in [0, 1] (V = 1 or 2), ``K [V,3,3]``, OpenCV ``c2w [V,4,4]``; ``depths``: optional per-view
     z-depth maps ``[H,W]`` (NaN or 0 = unknown) that replace stereo. Stereo runs with the long side at ``max_side``;
     ``fill_holes``: its holes get interpolated and extrapolated depth; ``grow_floor``: its floor grown, with
-    occluders above it (:func:`stereo_depth`).
+    the hull above it (:func:`stereo_depth`).
     """
     found = scene_depth(images, K, c2w, depths, max_side, fill_holes=fill_holes, grow_floor=grow_floor)
     if found is None:

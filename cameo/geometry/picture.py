@@ -40,8 +40,7 @@ def geometry_picture(images: torch.Tensor, depth: torch.Tensor, confidence: torc
     top = list(images) + list(inverse_depth_colours(depth)) + [c.expand(3, -1, -1) for c in confidence[:, None]]
     rows = [_row(top, th, tw)]
     if cloud is not None and len(cloud) > 0:
-        warped = render_cloud(cloud, K, c2w, height, width)
-        rows.append(_row(list(warped.rgb), th, tw))
+        rows.append(_row(list(render_cloud(cloud, K, c2w, height, width).rgb), th, tw))
     full = max(r.shape[-1] for r in rows)
     padded = [F.pad(r, (0, full - r.shape[-1]), value=1.0) for r in rows]
     grid = torch.cat([t for r in padded for t in (r, torch.ones(3, 4, full))][:-1], 1)

@@ -10,8 +10,8 @@ plane-guided propagation in multi-view stereo does:
   taken as floor when its own colour is one of the matched floor's.
 Only regions connected to matched floor pixels through accepted pixels are kept.
 
-On by default (``cameo.geometry.cloud.stereo_depth(grow_floor=...)``), together with the occluders it makes
-possible (:mod:`cameo.geometry.occluders`). Measured on 2 cores:
+On by default (``cameo.geometry.cloud.stereo_depth(grow_floor=...)``), together with the visual hull of what
+stays unmatched above the floor, which it makes possible (:mod:`cameo.geometry.hull`). Measured on 2 cores:
 - the 8 held-out 2-to-2 scenes (data seed 0): the stereo-warped prior goes from 20.43 / 0.658 / 0.377 to 20.69 /
   0.699 / 0.348 and the bundled model's views from 21.76 / 0.658 / 0.296 to 22.07 / 0.697 / 0.276 (four objects up,
   the rooms unchanged: their fitted plane holds under 2 % of their matches). A variant that took every pixel of a floor
@@ -21,7 +21,7 @@ possible (:mod:`cameo.geometry.occluders`). Measured on 2 cores:
   0.582 to 20.09 / 0.708, held-out 64 px), the full fit loses 0.47 dB (20.23 to 19.76): the floor behind each
   object, which has no depth, shows through it in the prior of the views between the photos. Objects stood on the
   floor as upright cards at their contact line fixed that on the demo object and broke the held-out pairs (one
-  object scene to 9.7 dB); the occluders fix it without placing colour anywhere.
+  object scene to 9.7 dB); the hull fixes it (its docstring has the numbers).
 - DTU scan24 views 22/25: unchanged (no plane holds 5 % of a view's matches).
 """
 
