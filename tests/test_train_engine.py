@@ -121,7 +121,7 @@ def test_train_writes_loss_terms_and_scheduler(tmp_path):
 def test_train_two_cpu_processes_keep_identical_parameters(tmp_path):
     """gloo DDP via torchrun: gradients are averaged, and a NaN on one rank skips the step on both."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "tests.train_standins", str(tmp_path)]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
