@@ -29,6 +29,13 @@ def pixel_centers(
     return torch.stack([u, v], dim=-1)
 
 
+def sampling_grid(uv: torch.Tensor, height: int, width: int, limit: float = 3.0) -> torch.Tensor:
+    """``grid_sample`` coordinates (``align_corners=False``) of pixel coordinates ``uv [..., 2]`` in a ``height x
+    width`` image; NaN and far-off coordinates go to ``limit`` (beyond [-1, 1], where the padding mode decides)."""
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=uv.dtype, device=uv.device)
+    return (uv * scale - 1).nan_to_num(nan=-limit).clamp(-limit, limit)
+
+
 def scale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
     """Intrinsics of the same camera after resizing the image by ``(sx, sy)`` (new size / old size)."""
     scale = torch.tensor([sx, sy, 1.0], dtype=K.dtype, device=K.device)

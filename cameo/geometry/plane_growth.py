@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cameo.cameras import project_points, unproject_depth
+from cameo.cameras import project_points, sampling_grid, unproject_depth
 
 from .stereo import StereoResult, box_mean, level_plane_depth
 
@@ -58,8 +58,7 @@ grown from those, 91-95 % of the pixels were wrong."""
 def _sample(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear samples ``[C,N]`` of ``image [C,H,W]`` at pixel coordinates ``uv [N,2]`` (border replicated)."""
     height, width = image.shape[-2:]
-    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=uv.dtype)
-    grid = (uv * scale - 1).nan_to_num(nan=-3.0).clamp(-3, 3).reshape(1, 1, -1, 2)
+    grid = sampling_grid(uv, height, width).reshape(1, 1, -1, 2)
     return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0]
 
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cameo.cameras import (invert_pose, pixel_centers, project_points, resize_with_intrinsics, unproject_depth,
-                           up_direction)
+from cameo.cameras import (invert_pose, pixel_centers, project_points, resize_with_intrinsics, sampling_grid,
+                           unproject_depth, up_direction)
 
 
 @dataclass
@@ -150,8 +150,7 @@ def _zncc(gray: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rho: torch.Tenso
     uv = p[:, :2] / z.clamp_min(1e-12)[:, None]
     inside = ((rho[:, 0] >= 0) & (z > 1e-9) & (uv[:, 0] >= 0) & (uv[:, 0] <= width) & (uv[:, 1] >= 0)
               & (uv[:, 1] <= height))
-    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=a.dtype)
-    grid = (uv.permute(0, 2, 3, 1) * scale - 1).clamp(-2, 2)
+    grid = sampling_grid(uv.permute(0, 2, 3, 1), height, width, limit=2.0)
     warped = F.grid_sample(gray[src : src + 1].expand(len(rho), -1, -1, -1), grid, mode="bilinear",
                            padding_mode="border", align_corners=False)  # [c,1,H,W]
     moments = box_mean(torch.cat([warped, warped * warped, warped * r], 1), window)
@@ -258,8 +257,7 @@ def _winner(cost: torch.Tensor, zncc: torch.Tensor, rho: torch.Tensor, exclusion
 def _sample_depth(depth: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear sample of ``depth [H,W]`` at ``uv [...,2]``; NaN unless all four neighbours are valid."""
     height, width = depth.shape
-    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=uv.dtype)
-    grid = (uv * scale - 1).reshape(1, 1, -1, 2).nan_to_num(nan=-3.0).clamp(-3, 3)
+    grid = sampling_grid(uv, height, width).reshape(1, 1, -1, 2)
     valid = torch.isfinite(depth).to(depth.dtype)
     stacked = torch.stack([torch.nan_to_num(depth, nan=0.0), valid])[None]
     sampled = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, :, 0]
