@@ -162,3 +162,14 @@ def test_up_direction_is_level_cameras_up_whatever_their_pitch() -> None:
     assert torch.allclose(cam.up_direction(flipped), -up, atol=1e-5)
     level = cam.look_at(torch.tensor([[2.0, 0.0, 0.0], [-2.0, 0.0, 0.0]]), torch.zeros(2, 3), up)
     assert torch.allclose(cam.up_direction(level), up, atol=1e-5)
+
+
+def test_sampling_grid_reads_pixel_centres_and_sends_nan_outside():
+    from cameo.cameras import sampling_grid
+
+    image = torch.arange(12.0).reshape(1, 1, 3, 4)
+    uv = torch.tensor([[0.5, 0.5], [3.5, 2.5], [1.5, 1.0], [float("nan"), 1.0]])
+    grid = sampling_grid(uv, 3, 4)
+    got = torch.nn.functional.grid_sample(image, grid.reshape(1, 1, -1, 2), align_corners=False)[0, 0, 0]
+    torch.testing.assert_close(got[:3], torch.tensor([0.0, 11.0, 3.0]))  # the third: between rows 0 and 1 of column 1
+    assert got[3] == 0 and grid[3, 0] == -3.0  # NaN lands outside: zero padding
