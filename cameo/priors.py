@@ -15,24 +15,11 @@ import torch.nn.functional as F
 
 from cameo.cameras import focus_depth, look_at_point
 from cameo.geometry.cloud import PointCloud, fuse_depth, render_cloud
-from cameo.geometry.warp import render_points
 from cameo.model.codec import LatentCodec, PixelCodec
 
 
 PROXY_CONFIDENCE = 0.5
 """Mask value of proxy pixels (:func:`add_proxy`): the model tells a guessed surface from measured depth (1)."""
-
-
-def render_priors(
-    points: torch.Tensor, colors: torch.Tensor, sizes: torch.Tensor | None, K: torch.Tensor, c2w: torch.Tensor,
-    height: int, width: int,
-) -> torch.Tensor:
-    """Priors ``[V,4,H,W]`` of a point cloud rendered into cameras ``K [V,3,3]``, ``c2w [V,4,4]``."""
-    if points.shape[0] == 0:
-        return torch.zeros(K.shape[0], 4, height, width, dtype=torch.float32, device=K.device)
-    warped = render_points(points.float(), colors.float(), K.float(), c2w.float(), height, width,
-                           None if sizes is None else sizes.float())
-    return torch.cat([warped.rgb, warped.mask[:, None].float()], dim=1)
 
 
 def cloud_priors(cloud: PointCloud, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int,
@@ -114,7 +101,7 @@ def add_proxy(priors: torch.Tensor, ref_images: torch.Tensor, ref_K: torch.Tenso
     pick = lone.to(ref_K.device)
     depth = proxy_plane_depth(ref_K[pick], ref_c2w[pick], look_at_point(c2w.double()).float(), height, width)
     plane = fuse_depth(ref_images[pick], depth, ref_K[pick], ref_c2w[pick], max_points=depth.numel())
-    proxy = render_priors(plane.points, plane.colors, plane.sizes, K, c2w, height, width)
+    proxy = cloud_priors(plane, K, c2w, height, width)
     proxy = torch.cat([proxy[:, :3], proxy[:, 3:] * PROXY_CONFIDENCE], dim=1).to(priors)
     return torch.where(priors[:, 3:] > 0, priors, proxy)
 

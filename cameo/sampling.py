@@ -233,9 +233,9 @@ def sample_views(
             prior = proxy_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w)
         prior = prior[None]
     held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
-    generator = torch.Generator().manual_seed(seed)
+    generator, scheduler = torch.Generator().manual_seed(seed), ddim_from_training(schedule)
     latents = mean_of_draws(draws, progress, lambda draw, report: denoise(
-        model, ddim_from_training(schedule), clean, ref_mask, plucker[None].to(device), steps, cfg, generator, report,
+        model, scheduler, clean, ref_mask, plucker[None].to(device), steps, cfg, generator, report,
         prior=prior if uses_prior else None, anchor=held, stop=stop))
     with torch.no_grad():
         images = codec.decode(latents[0, n:])

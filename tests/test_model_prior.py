@@ -11,7 +11,7 @@ import torch
 from cameo.cameras import look_at
 from cameo.model import build_model
 from cameo.geometry.cloud import fuse_depth
-from cameo.priors import PROXY_CONFIDENCE, add_proxy, render_priors, set_reference_priors, views_prior
+from cameo.priors import PROXY_CONFIDENCE, add_proxy, cloud_priors, set_reference_priors, views_prior
 from cameo.train.config import PriorConfig
 from cameo.train.model_setup import warm_start
 from cameo.train.priors import covisible_depth, degrade_depth, training_priors
@@ -98,7 +98,7 @@ def test_views_prior_warps_references_into_targets_and_references_see_themselves
     assert bool((prior[0, 3] == 1).all())
     near, far = float(prior[1, 3].mean()), float(prior[2, 3].mean())
     assert near > 0.9 and 0.5 < far < near  # the plane covers the nearer target; the farther one sees past its edge
-    same = _render_cloud(fuse_depth(image, depth, K[:1], c2w[:1], max_points=10**7), K[:1], c2w[:1], size, size)
+    same = cloud_priors(fuse_depth(image, depth, K[:1], c2w[:1], max_points=10**7), K[:1], c2w[:1], size, size)
     torch.testing.assert_close(same[0, :3], image[0])  # a warp into the reference's own camera reproduces it
     without = views_prior(image, None, K[:1], c2w[:1], K, c2w, mask, size, size)
     assert float(without[1:].abs().sum()) == 0.0 and bool((without[0, 3] == 1).all())
@@ -226,7 +226,7 @@ def test_full_anchor_keeps_the_prior_where_valid_and_leaves_holes_to_the_model()
     K, c2w = _cameras(3, size)
     images, depth = torch.rand(2, 3, size, size), torch.full((2, size, size), 3.0)
     depth[:, :, :6] = float("nan")  # holes: the model alone decides there
-    prior = _render_cloud(fuse_depth(images, depth, K[:2], c2w[:2], max_points=10**7), K[2:], c2w[2:], size, size)[0]
+    prior = cloud_priors(fuse_depth(images, depth, K[:2], c2w[:2], max_points=10**7), K[2:], c2w[2:], size, size)[0]
     valid = prior[3] > 0
     assert 0.2 < float(valid.float().mean()) < 0.95
     for name in ("tiny-prior", "tiny"):  # any model, given depth: the anchor needs only the prior
@@ -255,11 +255,6 @@ def test_pixel_codec_anchor_holds_every_valid_pixel_also_on_partly_covered_block
     held = codec.decode(anchor.mask * anchor.latents + (1 - anchor.mask) * codec.encode(torch.zeros(1, 2, 3, 8, 8)))
     torch.testing.assert_close(held[..., :3], prior[:, :, :3, :, :3])  # every valid pixel, column 2 included
     assert float(held[..., 3:].abs().max()) == 0.0  # invalid pixels are left to the model
-
-
-def _render_cloud(cloud, K, c2w, height, width):
-    """Priors of a fused cloud rendered into cameras (what views_prior does for targets)."""
-    return render_priors(cloud.points, cloud.colors, cloud.sizes, K, c2w, height, width)
 
 
 def test_training_priors_proxy_gives_lone_references_the_plane_through_the_look_at_point():
