@@ -8,7 +8,9 @@ views per model call, codec, conditioning), and what training adds for people: `
 config), ``model_card.md``, and in runs whose CAMEO objective owned its parameters ``cameo_head.safetensors``.
 Folders exported before ``cameo_model.json`` existed (the bundled model among them) still load: image size and views
 per call then come from ``train_config.yaml`` (``data.resolution``, ``data.num_views``), and a codec folder named
-``autoencoder/`` is accepted.
+``autoencoder/`` is accepted. An optional ``depth/`` holds the one-photo depth network
+(:class:`cameo.geometry.mono_depth.MonoDepthNet`, ``cameo-train depth``) that sampling uses for photos without
+depth.
 
 Only local files are read (``local_files_only``); a missing part raises :class:`ModelFolderError` naming it.
 
@@ -34,10 +36,12 @@ from diffusers import DDPMScheduler, ModelMixin
 from safetensors.torch import load_file, save_file
 
 from cameo.atomic import atomic_dir
+from cameo.geometry.mono_depth import MonoDepthNet
 from cameo.model import AutoencoderCodec, LatentCodec, MultiViewUNet, PixelCodec
 from cameo.model.codec import load_autoencoder_codec
 
 CONFIG_NAME = "cameo_model.json"
+DEPTH_FOLDER = "depth"
 LEGACY_CONFIG = "train_config.yaml"  # older folders: data.resolution and data.num_views of the training config
 CODEC_FOLDERS = ("vae", "autoencoder")  # what is written first; the second is what older cameo-train exports wrote
 MAKE_ONE_HINT = ("pass --checkpoint PATH to an exported model folder (e.g. runs/demo-cpu/model), or train one with "
@@ -85,6 +89,8 @@ class CameoModel:
     model_card: str | None = None
     train_config: dict[str, Any] | None = None
     """The training config recorded beside the model (``train_config.yaml`` as a dict), for provenance."""
+    depth_net: MonoDepthNet | None = None
+    """The folder's one-photo depth network (``depth/``), or None."""
 
     @property
     def image_size(self) -> int:
@@ -123,12 +129,14 @@ class CameoModel:
             device=dev,
             model_card=card.read_text(encoding="utf-8") if card.is_file() else None,
             train_config=train_config,
+            depth_net=_load_depth_net(folder, dev),
         )
 
     def save_pretrained(self, path: str | os.PathLike[str], extra_files: Mapping[str, str | Path] | None = None,
                         half: bool = False, overwrite: bool = False) -> Path:
         """Write the folder (atomically); see :func:`write_model_folder` for ``extra_files`` and ``half``."""
-        return write_model_folder(path, self.unet, self.schedule, self.codec, self.config, extra_files, half, overwrite)
+        return write_model_folder(path, self.unet, self.schedule, self.codec, self.config, extra_files, half, overwrite,
+                                  self.depth_net)
 
 
 def write_model_folder(
@@ -140,11 +148,13 @@ def write_model_folder(
     extra_files: Mapping[str, str | Path] | None = None,
     half: bool = False,
     overwrite: bool = False,
+    depth_net: ModelMixin | Path | None = None,
 ) -> Path:
     """The one writer of the layout: ``unet`` and ``schedule`` as modules to save or saved folders to copy (a
     training checkpoint's), the codec's ``vae/`` (a latent ``config.codec`` without an autoencoder codec is an
-    error: every folder must be self-contained), ``cameo_model.json``, and ``extra_files`` (name -> text to write,
-    or a file to copy). ``half`` stores floating-point safetensors weights as float16 (loaders cast back)."""
+    error: every folder must be self-contained), ``cameo_model.json``, ``extra_files`` (name -> text to write,
+    or a file to copy) and the optional one-photo ``depth_net`` (module or saved folder) as ``depth/``. ``half``
+    stores floating-point safetensors weights as float16 (loaders cast back)."""
     if config.codec != "pixel" and not isinstance(codec, AutoencoderCodec):
         raise ValueError(f"{path}: the model denoises {config.codec} latents but no autoencoder codec was given; "
                          "the folder would not be usable without its vae/")
@@ -153,6 +163,8 @@ def write_model_folder(
         _save_part(schedule, tmp / "scheduler")
         if isinstance(codec, AutoencoderCodec):
             codec.vae.save_pretrained(str(tmp / CODEC_FOLDERS[0]), safe_serialization=True)
+        if depth_net is not None:
+            _save_part(depth_net, tmp / DEPTH_FOLDER)
         (tmp / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n", encoding="utf-8")
         for name, content in (extra_files or {}).items():
             if isinstance(content, Path):
@@ -264,3 +276,11 @@ def _load_codec(folder: Path, unet: MultiViewUNet, device: torch.device) -> Late
             return load_autoencoder_codec(folder / name, device)
     raise ModelFolderError(f"{folder / CODEC_FOLDERS[0]} missing: the model denoises {kind} latents, so the folder "
                            f"needs the codec (vae/config.json + weights, AutoencoderKL.save_pretrained)")
+
+
+def _load_depth_net(folder: Path, device: torch.device) -> MonoDepthNet | None:
+    """The folder's ``depth/`` network in eval mode on ``device`` (float32), or None when it has none."""
+    if not (folder / DEPTH_FOLDER / "config.json").is_file():
+        return None
+    net = MonoDepthNet.from_pretrained(str(folder / DEPTH_FOLDER), local_files_only=True, torch_dtype=torch.float32)
+    return net.to(device).eval()

@@ -1,9 +1,11 @@
-"""cameo-train: train the multi-view diffusion model (baseline or CAMEO) or the small latent autoencoder.
+"""cameo-train: train the multi-view diffusion model (baseline or CAMEO), the small latent autoencoder, or the
+one-photo depth network.
 
 Examples:
   cameo-train --config demo-cpu                         # the bundled model (pixel space: no autoencoder)
   cameo-train --config bench-cameo                      # latent presets: autoencoder first if missing, then the UNet
   cameo-train autoencoder --config bench-cameo          # only the codec stage
+  cameo-train depth --config demo-cpu-proxy             # the one-photo depth net -> runs/demo-cpu-proxy/depth
   cameo-train --config bench-baseline --optim.max-steps 200 --output-dir runs/try
   cameo-train --config demo-cpu --resume                # continue from the newest complete checkpoint
   cameo-train --config demo-cpu --model.preset tiny --model.init-from None --data.resolution 16 \
@@ -22,15 +24,15 @@ import tyro
 from cameo.train.config import ConfigError, TrainConfig, load_config, shipped_configs
 
 
-STAGES = ("train", "autoencoder", "export")
+STAGES = ("train", "autoencoder", "depth", "export")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cameo-train",
         description=__doc__.split("\n\n")[0] + "\n\nstages: train (default) trains the diffusion model, after "
-        "training the small autoencoder when a latent preset lacks it; autoencoder trains only that codec; "
-        "export copies the newest complete checkpoint of the run into a standalone model folder.",
+        "training the small autoencoder when a latent preset lacks it; autoencoder trains only that codec; depth "
+        "trains the one-photo depth network (<output_dir>/depth, carried by exports as depth/); export copies the newest complete checkpoint of the run into a standalone model folder.",
         epilog="Every other option overrides a config field, e.g. --optim.lr 1e-4 --cameo.no-enabled "
         "--data.path DIR. `cameo-train --config NAME --help` lists them all with the config's values. "
         "Real captures (--data.source dtu|nerfstudio|colmap|realestate10k|co3d; lens distortion is undistorted on "
@@ -39,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "<output_dir>/pointmaps), vggt (--data.vggt-checkpoint, a local VGGT-1B model.pt) or auto (depth if the "
         "dataset has it, else stereo). "
         f"Shipped configs: {', '.join(shipped_configs())} (or a YAML path).",
-        usage="cameo-train [train|autoencoder|export] --config CONFIG [--resume] [--out DIR] [--half] "
+        usage="cameo-train [train|autoencoder|depth|export] --config CONFIG [--resume] [--out DIR] [--half] "
         "[--section.field VALUE ...]",
         add_help=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -79,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model -> {export_run(cfg, args.out, half=args.half)}", file=sys.stderr)
             return 0
         from accelerate import PartialState
+
+        if stage == "depth":
+            from cameo.train.data import ensure_data
+            from cameo.train.mono_depth import train_depth_net
+
+            state = PartialState(cpu=not _cuda())
+            ensure_data(cfg.data, state)
+            print(f"depth net -> {train_depth_net(cfg, state)}", file=sys.stderr)
+            return 0
 
         from cameo.train.autoencoder import train_autoencoder
         from cameo.train.assemble import build_components

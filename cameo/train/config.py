@@ -171,6 +171,19 @@ class CameoConfig:
 
 
 @dataclass
+class DepthNetConfig:
+    """The ``cameo-train depth`` stage: the one-photo depth network (``cameo.geometry.mono_depth``) trained on the
+    run's procedural samples and their rendered depth; exports carry it as ``depth/`` when it exists."""
+
+    steps: int = 3000
+    lr: float = 1e-3
+    batch_size: int = 32
+    """Images per step (whole samples of ``data.num_views`` views)."""
+    widths: tuple[int, ...] = (16, 32, 64, 128, 128)
+    """Channels of each level of the network (one 2x downsampling between levels)."""
+
+
+@dataclass
 class AutoencoderConfig:
     """The ``cameo-train autoencoder`` stage: trains the small codec of latent CPU configs on the same images."""
 
@@ -215,6 +228,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     cameo: CameoConfig = field(default_factory=CameoConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    depth_net: DepthNetConfig = field(default_factory=DepthNetConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
 
 

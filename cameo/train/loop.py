@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from cameo.atomic import write_text_atomic
 from cameo.diffusion import camera_conditioning, denoising_loss, noise_targets
-from cameo.model_folder import ModelConfig, write_model_folder
+from cameo.model_folder import DEPTH_FOLDER, ModelConfig, write_model_folder
 from cameo.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -382,8 +382,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, codec: Any, half: bool = False) -> None:
     """Export a checkpoint through the model folder's owner (``cameo.model_folder``): its UNet (the moving average
     when the run keeps one), scheduler and CAMEO head, ``codec`` (the run's frozen codec: a latent model's ``vae/``
-    goes with it, so the folder is self-contained), the sizes of ``cfg``, its config and a model card; ``half``
-    stores the weights as float16."""
+    goes with it, so the folder is self-contained), the run's one-photo depth network when ``cameo-train depth``
+    made one, the sizes of ``cfg``, its config and a model card; ``half`` stores the weights as float16."""
     averaged = checkpoint / EMA_WEIGHTS
     unet = averaged if averaged.is_dir() else checkpoint / "unet"
     unet_config = json.loads((unet / "config.json").read_text())
@@ -393,7 +393,9 @@ def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, codec: Any, h
     if (checkpoint / "cameo_head.safetensors").is_file():
         extra["cameo_head.safetensors"] = checkpoint / "cameo_head.safetensors"
     config = ModelConfig.for_unet(unet_config, cfg.data.resolution, cfg.data.num_views)
-    write_model_folder(export, unet, checkpoint / "scheduler", codec, config, extra, half=half, overwrite=True)
+    depth = Path(cfg.output_dir) / DEPTH_FOLDER  # ``cameo-train depth`` of the same run, when it was trained
+    write_model_folder(export, unet, checkpoint / "scheduler", codec, config, extra, half=half, overwrite=True,
+                       depth_net=depth if (depth / "config.json").is_file() else None)
 
 
 def export_run(cfg: TrainConfig, out: str | Path | None = None, half: bool = False) -> Path:
