@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--anchor-until", type=float, default=d.anchor_until)
     parser.add_argument("--stop", type=float, default=d.stop)
     parser.add_argument("--draws", type=int, default=d.draws)
+    parser.add_argument("--no-depth-net", dest="depth_net", action="store_false",
+                        help="photos without depth get the proxy plane, not the model folder's depth network")
     parser.add_argument("--distance-falloff", type=float, default=d.distance_falloff)
     parser.add_argument("--lpips-weight", type=float, default=d.lpips_weight)
     parser.add_argument("--input-max-side", type=int, default=d.input_max_side)
@@ -124,7 +126,7 @@ def main() -> None:
     load_s = time.perf_counter() - start
     options = ReconOptions(num_views=args.views, steps=args.steps, cfg=args.cfg, anchor=args.anchor,
                            anchor_until=args.anchor_until, stop=args.stop, draws=args.draws,
-                           fit_iterations=args.fit_iterations,
+                           depth_net=args.depth_net, fit_iterations=args.fit_iterations,
                            fit_points=args.fit_points, generated_weight=args.generated_weight,
                            distance_falloff=args.distance_falloff, lpips_weight=args.lpips_weight,
                            input_max_side=args.input_max_side, fit_max_gaussians=args.max_gaussians,

@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 from cameo.diffusion import camera_conditioning
 from cameo.model.codec import LatentCodec
 from cameo.geometry.cloud import PointCloud, fuse_depth
-from cameo.priors import (PROXY_CONFIDENCE, PriorAnchor, cloud_priors, cloud_views_prior, prior_anchor,
-                          proxy_for_depthless, set_reference_priors)
+from cameo.geometry.mono_depth import MonoDepthNet
+from cameo.priors import (PROXY_CONFIDENCE, PriorAnchor, cloud_priors, cloud_views_prior, estimated_anchor_weights,
+                          prior_anchor, proxy_for_depthless, set_reference_priors)
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction of work done, in [0, 1]."""
@@ -189,6 +190,7 @@ def sample_views(
     cloud: PointCloud | None = None,
     stop: float = 1.0,
     draws: int = 1,
+    depth_net: MonoDepthNet | None = None,
 ) -> torch.Tensor:
     """Generate ``M`` target views from ``N`` posed references in one joint sample.
 
@@ -200,7 +202,8 @@ def sample_views(
     photos before they were resized for the model). ``anchor`` (strength in
     [0, 1]) and ``anchor_until`` (fraction of steps): :class:`cameo.priors.PriorAnchor`, for any model given depth.
     ``stop``: the fraction of the DDIM steps run (:func:`denoise`). ``draws``: the mean of that many samples from
-    consecutive noise draws of the seed (:func:`mean_of_draws`).
+    consecutive noise draws of the seed (:func:`mean_of_draws`). ``depth_net``: the model folder's one-photo depth
+    network, for references left without depth (:func:`cameo.priors.proxy_for_depthless`).
     ``schedule``: the model's training schedule (default: :func:`default_training_schedule` with the model's
     ``config.prediction_type``). Returns ``[M,3,H,W]`` in [0, 1].
     """
@@ -222,17 +225,20 @@ def sample_views(
     prior = None
     if ref_depth is not None and cloud is not None:
         raise ValueError("pass the references' depth or their point cloud, not both")
-    if _wants_priors(model, anchor, ref_depth is not None or cloud is not None):
+    if _wants_priors(model, anchor, ref_depth is not None or cloud is not None or depth_net is not None):
         all_K, all_c2w = torch.cat([ref_K, target_K]).float().cpu(), torch.cat([ref_c2w, target_c2w]).float().cpu()
         if ref_depth is not None:
             cloud = fuse_depth(ref_images.float().cpu(), ref_depth.float().cpu(), ref_K.float().cpu(),
                                ref_c2w.float().cpu(), max_points=ref_depth.numel())
         prior = cloud_views_prior(cloud, ref_images.float().cpu(), all_K, all_c2w, ref_mask[0].cpu(), height, width,
                                   hull_confidence(model))
-        if getattr(model, "uses_proxy", False):
-            prior = proxy_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w)
+        weights = None
+        if getattr(model, "uses_proxy", False) or depth_net is not None:
+            measured = prior
+            prior = proxy_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w, depth_net)
+            weights = None if depth_net is None else estimated_anchor_weights(measured, prior)[None]
         prior = prior[None]
-    held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
+    held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until, weights)
     generator, scheduler = torch.Generator().manual_seed(seed), ddim_from_training(schedule)
     latents = mean_of_draws(draws, progress, lambda draw, report: denoise(
         model, scheduler, clean, ref_mask, plucker[None].to(device), steps, cfg, generator, report,
@@ -331,6 +337,7 @@ def generate_trajectory(
     anchor_until: float = 1.0,
     stop: float = 1.0,
     draws: int = 1,
+    depth_net: MonoDepthNet | None = None,
 ) -> torch.Tensor:
     """Generate every view of a camera path with a multi-pass group plan (trajectories.plan.plan_generation).
 
@@ -343,7 +350,8 @@ def generate_trajectory(
     world frame, rendered into every path view as the prior of models that take one (None: empty priors); conditioning
     views see themselves (inputs, or views generated in an earlier pass). ``anchor``, ``anchor_until``: as in
     :func:`sample_views` (needs ``cloud``); ``stop``: the fraction of the DDIM steps run (:func:`denoise`); ``draws``:
-    the mean of that many samples, each group's noise from its own seed per draw (:func:`mean_of_draws`). Returns
+    the mean of that many samples, each group's noise from its own seed per draw (:func:`mean_of_draws`);
+    ``depth_net``: as in :func:`sample_views`. Returns
     all ``V`` images ``[V,3,H,W]`` in [0, 1] (the inputs as given).
     """
     if input_images.ndim != 4 or input_images.shape[1] != 3:
@@ -366,10 +374,14 @@ def generate_trajectory(
     images = torch.zeros(num_views, 3, height, width)
     images[inputs] = input_images.float().cpu()
     uses_prior = getattr(model, "uses_prior", False)
-    wanted = _wants_priors(model, anchor, cloud is not None)
+    wanted = _wants_priors(model, anchor, cloud is not None or depth_net is not None)
     priors = _path_priors(cloud, K_all, c2w_all, height, width, hull_confidence(model)) if wanted else None
-    if priors is not None and getattr(model, "uses_proxy", False):
-        priors = proxy_for_depthless(priors, cloud, input_images, K_all[inputs], c2w_all[inputs], K_all, c2w_all)
+    weights = None
+    if priors is not None and (getattr(model, "uses_proxy", False) or depth_net is not None):
+        measured = priors
+        priors = proxy_for_depthless(priors, cloud, input_images, K_all[inputs], c2w_all[inputs], K_all, c2w_all,
+                                     depth_net)
+        weights = None if depth_net is None else estimated_anchor_weights(measured, priors)
     total, finished = sum(len(p) for p in jobs), 0
     bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
     for pass_jobs in jobs:
@@ -391,7 +403,8 @@ def generate_trajectory(
                     if progress is not None:
                         progress((done + fraction * size) / total)
 
-                held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until)
+                held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until,
+                                                               None if weights is None else weights[views])
                 out = mean_of_draws(draws, report, lambda draw, part: denoise(
                     model, scheduler, clean, ref_mask, plucker, steps, cfg, progress=part,
                     noise=_group_noise(batch, clean.shape[1:], seed, draw), prior=prior if uses_prior else None,

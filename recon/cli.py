@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--draws", type=int, default=d.draws,
                      help="samples averaged per generated view, each from its own noise; each costs one generation "
                           "(default: %(default)s)")
+    gen.add_argument("--no-depth-net", dest="depth_net", action="store_false",
+                     help="photos without depth (one photo, or a pair stereo cannot match) get the proxy plane "
+                          "instead of the model folder's one-photo depth network (which knows the procedural "
+                          "training scenes only)")
     gen.add_argument("--seed", type=int, default=d.seed,
                      help="seed of diffusion noise and fitting (default: %(default)s)")
     gen.add_argument("--path-mode", default=d.path_mode, choices=sorted(set(TWO_VIEW_MODES + ONE_VIEW_KINDS)),
@@ -183,7 +187,7 @@ def _run(args: argparse.Namespace, scene: Scene, start: float) -> int:
         torch.set_num_threads(args.threads)
     options = ReconOptions(
         num_views=args.views, steps=args.steps, cfg=args.cfg, anchor=args.anchor,
-        anchor_until=args.anchor_until, stop=args.stop, draws=args.draws, seed=args.seed,
+        anchor_until=args.anchor_until, stop=args.stop, draws=args.draws, depth_net=args.depth_net, seed=args.seed,
         fit_iterations=args.fit_iterations,
         fit_points=args.fit_points, fit_max_gaussians=args.max_gaussians, fit_patch=args.fit_patch,
         input_max_side=args.input_max_side,

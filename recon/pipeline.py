@@ -97,6 +97,10 @@ class ReconOptions:
     0.269 against 22.23 / 0.699 / 0.270 (set 1: 21.35 / 0.641 / 0.350 against 21.30 / 0.635 / 0.350); the demo
     object's splat is level (21.01 / 0.762 against 21.06 / 0.765 held-out at 64 px: the fit averages the views
     anyway), for 39 s of generation instead of 20."""
+    depth_net: bool = True
+    """Photos without depth (one photo, or a pair stereo cannot match) are warped through the model folder's
+    one-photo depth network when it has one (``depth/``); off, or without one, the proxy plane stands in. The bundled
+    network knows the procedural training scenes only; depth maps in ``scene.json`` always win."""
     seed: int = 0
     """Seed of the diffusion noise and of the Gaussian fitting."""
     fit_iterations: int = FitConfig.iterations
@@ -231,7 +235,8 @@ def run_reconstruction(
                 pre.unet, pre.codec, images.to(pre.device), path_K, path.c2w, plan, steps=opts.steps,
                 cfg=opts.cfg, seed=opts.seed, schedule=pre.schedule,
                 progress=lambda f: stages.report("generate", f), show_progress=opts.show_progress, cloud=cloud,
-                anchor=opts.anchor, anchor_until=opts.anchor_until, stop=opts.stop, draws=opts.draws)
+                anchor=opts.anchor, anchor_until=opts.anchor_until, stop=opts.stop, draws=opts.draws,
+                depth_net=pre.depth_net if opts.depth_net else None)
         views = _path_views(inputs, input_K, generated.cpu(), path_K, path)
     else:
         views = FittedViews(list(inputs), input_K, scene.c2w, tuple(range(len(scene.frames))))

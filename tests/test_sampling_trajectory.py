@@ -129,3 +129,19 @@ def test_trajectory_gives_inputs_without_depth_a_proxy_prior_only_for_proxy_mode
         shown[proxy] = first["prior"][~first["ref_mask"]][:, 3]  # the first pass's targets' masks
     assert float(shown[False].abs().sum()) == 0.0  # no cloud: an empty prior
     assert bool((shown[True] > 0).any()) and set(shown[True].unique().tolist()) <= {0.0, 0.5}
+
+
+def test_trajectory_warps_inputs_without_depth_through_a_depth_network_as_measured_depth():
+    """With the model folder's one-photo depth network even a model trained without proxies gets the inputs'
+    pixels in its targets, at mask 1 (so the sampler anchors them)."""
+    from cameo.geometry.mono_depth import MonoDepthNet
+
+    net = MonoDepthNet(widths=(8, 8)).eval()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.fill_(1.0)  # every pixel on the look-at plane
+    model = PriorRecordingModel(False)
+    _run(model, steps=1, cfg=1.0, depth_net=net)
+    first = model.calls[0]
+    shown = first["prior"][~first["ref_mask"]][:, 3]
+    assert bool((shown > 0).any()) and set(shown.unique().tolist()) <= {0.0, 1.0}

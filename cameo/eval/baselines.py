@@ -6,7 +6,10 @@ A model score means nothing alone: ``cameo-eval nvs`` scores these on the same s
 - ``warped prior (stereo|gt depth)``: the references' point cloud rendered into the target (the model's prior,
   :mod:`cameo.priors`), holes filled with the references' mean colour;
 - ``warped prior (proxy plane)``: every reference warped through the plane across the cameras' look-at point (the
-  proxy a model trained with ``prior.proxy`` gets for a reference without depth), holes the mean colour.
+  proxy a model trained with ``prior.proxy`` gets for a reference without depth), holes the mean colour;
+- ``warped prior (stereo depth, one-photo depth where none)``, with a model folder's depth network: the stereo
+  prior plus every reference stereo leaves without depth warped through that network's depth, which is what such
+  a model is given; holes the mean colour.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Literal
 import torch
 
 from cameo.geometry.cloud import PointCloud, fuse_depth, scene_point_cloud
-from cameo.priors import PROXY_CONFIDENCE, add_proxy, cloud_priors
+from cameo.geometry.mono_depth import MonoDepthNet
+from cameo.priors import PROXY_CONFIDENCE, add_proxy, cloud_priors, proxy_for_depthless
 
 DepthSource = Literal["stereo", "gt", "none"]
 DEPTH_SOURCES: tuple[str, ...] = ("stereo", "gt", "none")
@@ -78,10 +82,25 @@ def proxy_warped_references(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c
     return torch.where(prior[:, 3:] > 0, prior[:, :3], mean_colour(ref_images, target_K.shape[0]))
 
 
+def estimated_warped_references(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
+                                target_K: torch.Tensor, target_c2w: torch.Tensor, cloud: PointCloud | None,
+                                depth_net: MonoDepthNet) -> torch.Tensor:
+    """The references' ``cloud`` (None: no stereo) rendered into the targets, plus every reference it leaves
+    without depth warped through ``depth_net``'s one-photo depth (:func:`cameo.priors.proxy_for_depthless`), holes =
+    the references' mean colour."""
+    height, width = ref_images.shape[-2:]
+    K, c2w = torch.cat([ref_K, target_K]).float(), torch.cat([ref_c2w, target_c2w]).float()
+    prior = (torch.zeros(K.shape[0], 4, height, width) if cloud is None
+             else cloud_priors(cloud, K, c2w, height, width, PROXY_CONFIDENCE))
+    prior = proxy_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, K, c2w, depth_net)[ref_images.shape[0]:]
+    return torch.where(prior[:, 3:] > 0, prior[:, :3], mean_colour(ref_images, target_K.shape[0]))
+
+
 def trivial_predictions(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor, target_K: torch.Tensor,
-                        target_c2w: torch.Tensor, clouds: dict[str, PointCloud | None]) -> dict[str, torch.Tensor]:
+                        target_c2w: torch.Tensor, clouds: dict[str, PointCloud | None],
+                        depth_net: MonoDepthNet | None = None) -> dict[str, torch.Tensor]:
     """Every baseline's targets ``[M,3,H,W]`` by name; ``clouds``: the references' cloud per depth source (None =
-    skipped)."""
+    skipped); ``depth_net``: a model folder's one-photo depth network (adds the warp through it)."""
     out = {
         "mean colour": mean_colour(ref_images, target_K.shape[0]),
         "nearest reference": nearest_reference(ref_images, ref_c2w, target_c2w),
@@ -90,4 +109,7 @@ def trivial_predictions(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: 
     for source, cloud in clouds.items():
         if cloud is not None:
             out[f"warped prior ({source} depth)"] = warped_references(ref_images, cloud, target_K, target_c2w)
+    if depth_net is not None:
+        out["warped prior (stereo depth, one-photo depth where none)"] = estimated_warped_references(
+            ref_images, ref_K, ref_c2w, target_K, target_c2w, clouds.get("stereo"), depth_net)
     return out

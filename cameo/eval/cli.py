@@ -28,8 +28,9 @@ EPILOG = """examples:
 
 
 def _load(args: argparse.Namespace):
-    """Model, codec, training schedule and image size from ``--checkpoint`` (an exported model folder, or a
-    training checkpoint with ``--config`` / ``--codec-path``; local files), else random weights (said so)."""
+    """Model, codec, training schedule, image size and one-photo depth network (a model folder's ``depth/``, unless
+    ``--no-depth-net``; else None) from ``--checkpoint`` (an exported model folder, or a training checkpoint with
+    ``--config`` / ``--codec-path``; local files), else random weights (said so)."""
     from cameo.model import MultiViewUNet, build_codec, build_model, get_spec
     from cameo.model.codec import load_autoencoder_codec
     from cameo.model_folder import CameoModel, is_model_folder
@@ -38,7 +39,8 @@ def _load(args: argparse.Namespace):
     torch.manual_seed(args.seed)
     if args.checkpoint and is_model_folder(args.checkpoint):
         loaded = CameoModel.from_pretrained(args.checkpoint, "cpu")
-        return loaded.unet, loaded.codec, loaded.schedule, loaded.image_size
+        depth_net = None if getattr(args, "no_depth_net", False) else loaded.depth_net
+        return loaded.unet, loaded.codec, loaded.schedule, loaded.image_size, depth_net
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
         if not (ckpt / "unet" / "config.json").is_file():
@@ -52,7 +54,7 @@ def _load(args: argparse.Namespace):
         codec = load_autoencoder_codec(args.codec_path)
     else:
         codec = build_codec(args.config)
-    return model.eval(), codec, schedule, get_spec(args.config).image_size
+    return model.eval(), codec, schedule, get_spec(args.config).image_size, None
 
 
 def _scenes(args: argparse.Namespace, image_size: int):
@@ -91,13 +93,13 @@ def cmd_nvs(args: argparse.Namespace) -> None:
     from cameo.eval.nvs import evaluate_nvs
     from cameo.eval.report import markdown_table, picture_grid, summarize, write_csv
 
-    model, codec, schedule, image_size = _load(args)
+    model, codec, schedule, image_size, depth_net = _load(args)
     metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
     with _report(args.out, args.overwrite) as out:
         result = evaluate_nvs(model, codec, _scenes(args, image_size), metrics, args.settings, args.steps, args.cfg, args.seed,
                               schedule, depth_sources=args.depth_source, baselines=not args.no_baselines,
                               anchors=args.anchor, anchor_until=args.anchor_until, stop=args.stop,
-                              draws=args.draws)
+                              draws=args.draws, depth_net=depth_net)
         write_csv(result.rows, out / "per_view.csv")
         summary = summarize(result.rows, ("setting", "method"), ("psnr", "ssim", "lpips"))
         write_csv(summary, out / "summary.csv")
@@ -116,7 +118,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from cameo.eval.nvs import probe_scenes
     from cameo.eval.report import bar_chart, markdown_table, summarize, write_csv
 
-    model, codec, _, image_size = _load(args)
+    model, codec, _, image_size, _ = _load(args)
     layers = _layers(model, args.layers)
     with _report(args.out, args.overwrite) as out:
         rows, pictures = probe_scenes(model, codec, _scenes(args, image_size), layers, args.threshold, args.threshold_rel,
@@ -148,7 +150,7 @@ def cmd_perturb(args: argparse.Namespace) -> None:
     from cameo.eval.nvs import evaluate_nvs, perturbation_rows
     from cameo.eval.report import markdown_table, picture_grid, summarize, write_csv
 
-    model, codec, schedule, image_size = _load(args)
+    model, codec, schedule, image_size, _ = _load(args)
     metrics = ImageMetrics(lpips_net=args.lpips, with_lpips=args.lpips != "none")
     scenes = _scenes(args, image_size)
 
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the DDIM steps run, the last giving its clean estimate (cameo-recon: 0.25)")
     p.add_argument("--draws", type=int, default=1,
                    help="samples averaged per prediction, each from its own noise (cameo-recon: its --draws)")
+    p.add_argument("--no-depth-net", action="store_true",
+                   help="ignore the model folder's one-photo depth network (depth/): references without depth get "
+                        "the proxy plane instead, as before that network existed")
     p.set_defaults(func=cmd_nvs)
 
     p = sub.add_parser("probe", help="correspondence precision of attention layers (Probe3D protocol)")

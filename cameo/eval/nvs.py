@@ -20,7 +20,8 @@ from cameo.eval.metrics import ImageMetrics, psnr
 from cameo.eval.probe3d import (attention_precision, correspondence_precision, probe_pair, relative_rotation_deg,
                                 rotation_bin, scale_relative_threshold)
 from cameo.geometry.cloud import PointCloud
-from cameo.priors import PROXY_CONFIDENCE, cloud_views_prior, views_prior
+from cameo.geometry.mono_depth import MonoDepthNet
+from cameo.priors import PROXY_CONFIDENCE, cloud_views_prior, proxy_for_depthless, views_prior
 from cameo.sampling import sample_views
 
 SETTINGS = {"1-to-3": 1, "2-to-2": 2}
@@ -86,7 +87,7 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                  steps: int = 50, cfg: float = 2.0, seed: int = 0, schedule=None, perturb: Iterable[str] = (),
                  depth_sources: Iterable[DepthSource] = ("stereo",), baselines: bool = False,
                  anchors: Iterable[float] = (0.0,), anchor_until: float = 1.0, stop: float = 1.0,
-                 draws: int = 1) -> NVSResult:
+                 draws: int = 1, depth_net: MonoDepthNet | None = None) -> NVSResult:
     """Generate the targets of every scene in every setting and score them against the ground truth.
 
     Rows carry a ``method``: ``model`` (models without a prior), ``model (<source> prior)`` for each of
@@ -97,7 +98,8 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
     attention during generation (empty = the normal model). ``anchors``: sampler anchor strengths to compare
     (:class:`cameo.priors.PriorAnchor`; 0 = none), each its own method; ``stop``: the fraction of
     the DDIM steps run (:func:`cameo.sampling.denoise`); ``draws``: samples averaged per prediction
-    (:func:`cameo.sampling.mean_of_draws`). Pictures show the first model method.
+    (:func:`cameo.sampling.mean_of_draws`); ``depth_net``: the model folder's one-photo depth network, for
+    references without depth (also its warp as a baseline). Pictures show the first model method.
     """
     sources = tuple(depth_sources) if getattr(model, "uses_prior", False) else ("none",)
     rows, examples = [], {s: [] for s in settings}
@@ -116,12 +118,12 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
                         predictions[_method(src, anchor)] = sample_views(
                             model, codec, refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:], steps=steps,
                             cfg=cfg, seed=seed, schedule=schedule, cloud=clouds[src], anchor=anchor,
-                            anchor_until=anchor_until, stop=stop, draws=draws)
-            shown = _warped_prior(refs, clouds.get(sources[0]), scene, n)
+                            anchor_until=anchor_until, stop=stop, draws=draws, depth_net=depth_net)
+            shown = _warped_prior(refs, clouds.get(sources[0]), scene, n, depth_net)
             examples[setting].append((refs, gt, *shown, next(iter(predictions.values()))))
             if baselines:
                 predictions.update(trivial_predictions(refs, scene.K[:n], scene.c2w[:n], scene.K[n:], scene.c2w[n:],
-                                                       {src: clouds.get(src) for src in ("stereo", "gt")}))
+                                                       {src: clouds.get(src) for src in ("stereo", "gt")}, depth_net))
             for method, pred in predictions.items():
                 values = metrics(pred, gt)
                 for v in range(len(gt)):
@@ -130,13 +132,16 @@ def evaluate_nvs(model, codec, scenes: Iterable[EvalScene], metrics: ImageMetric
     return NVSResult(rows, examples)
 
 
-def _warped_prior(refs: torch.Tensor, cloud: PointCloud | None, scene: EvalScene, n: int) -> tuple[torch.Tensor, ...]:
-    """The targets' warped prior as a picture column (black holes, the visual hull's guesses at half brightness), or
-    nothing without depth."""
-    if cloud is None:
+def _warped_prior(refs: torch.Tensor, cloud: PointCloud | None, scene: EvalScene, n: int,
+                  depth_net: MonoDepthNet | None = None) -> tuple[torch.Tensor, ...]:
+    """The targets' warped prior as a picture column (black holes, the visual hull's guesses at half brightness;
+    references without depth through ``depth_net`` when given), or nothing without depth."""
+    if cloud is None and depth_net is None:
         return ()
     views = torch.arange(len(scene.K)) < n
     prior = cloud_views_prior(cloud, refs, scene.K, scene.c2w, views, *refs.shape[-2:], PROXY_CONFIDENCE)
+    if depth_net is not None:
+        prior = proxy_for_depthless(prior, cloud, refs, scene.K[:n], scene.c2w[:n], scene.K, scene.c2w, depth_net)
     return (prior[n:, :3] * prior[n:, 3:],)
 
 
