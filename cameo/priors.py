@@ -8,6 +8,7 @@ priors through these functions so that the model sees the same kind of input eve
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -75,7 +76,7 @@ def cloud_views_prior(
 
 
 ESTIMATED_ANCHOR = 0.35
-"""Anchor weight of pixels warped through one-photo depth (:func:`proxy_for_depthless`), relative to measured ones:
+"""Anchor weight of pixels warped through one-photo depth (:func:`stand_ins_for_depthless`), relative to measured ones:
 the model reads them as measured, but the sampler pulls toward them only this much, because the network's depth is
 rough. 1-to-3 on the held-out scenes, sets 0 / 1, two draws (the strength was chosen on them): full anchoring 18.26 /
 0.395 / 0.464 and 18.24 / 0.447 / 0.482 (PSNR / SSIM / LPIPS), 0.5: 18.89 / 0.425 / 0.460 and 18.71 / 0.471 /
@@ -120,7 +121,8 @@ def without_depth(cloud: PointCloud | None, K: torch.Tensor, c2w: torch.Tensor, 
     :data:`MIN_DEPTH_SHARE` (all of them without a cloud)."""
     if cloud is None:
         return torch.ones(K.shape[0], dtype=torch.bool)
-    own = cloud_priors(cloud, K.float().cpu(), c2w.float().cpu(), height, width)
+    points_only = dataclasses.replace(cloud, hull=None)  # the hull is no depth: leave it out of the render
+    own = cloud_priors(points_only, K.float().cpu(), c2w.float().cpu(), height, width)
     return own[:, 3].flatten(1).mean(1).cpu() < MIN_DEPTH_SHARE
 
 
@@ -134,7 +136,7 @@ def estimated_depth_cloud(depth_net: MonoDepthNet, ref_images: torch.Tensor, ref
                       max_points=depth.numel())
 
 
-def proxy_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_images: torch.Tensor,
+def stand_ins_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_images: torch.Tensor,
                         ref_K: torch.Tensor, ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
                         depth_net: MonoDepthNet | None = None) -> torch.Tensor:
     """Sampling's priors ``[F,4,H,W]`` (views ``K``, ``c2w``) with a stand-in for every reference the references'
@@ -159,7 +161,7 @@ def proxy_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_imag
 
 def estimated_anchor_weights(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
     """Per-pixel anchor weights ``[..., 1, H, W]`` of priors ``after`` = ``before`` + what
-    :func:`proxy_for_depthless` added: :data:`ESTIMATED_ANCHOR` on pixels it added at mask 1 (one-photo depth),
+    :func:`stand_ins_for_depthless` added: :data:`ESTIMATED_ANCHOR` on pixels it added at mask 1 (one-photo depth),
     1 elsewhere."""
     added = (after[..., 3:, :, :] >= 1.0 - 1e-6) & (before[..., 3:, :, :] == 0)
     return torch.where(added, ESTIMATED_ANCHOR, 1.0)

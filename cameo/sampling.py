@@ -21,7 +21,7 @@ from cameo.model.codec import LatentCodec
 from cameo.geometry.cloud import PointCloud, fuse_depth
 from cameo.geometry.mono_depth import MonoDepthNet
 from cameo.priors import (PROXY_CONFIDENCE, PriorAnchor, cloud_priors, cloud_views_prior, estimated_anchor_weights,
-                          prior_anchor, proxy_for_depthless, set_reference_priors)
+                          prior_anchor, stand_ins_for_depthless, set_reference_priors)
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction of work done, in [0, 1]."""
@@ -203,7 +203,7 @@ def sample_views(
     [0, 1]) and ``anchor_until`` (fraction of steps): :class:`cameo.priors.PriorAnchor`, for any model given depth.
     ``stop``: the fraction of the DDIM steps run (:func:`denoise`). ``draws``: the mean of that many samples from
     consecutive noise draws of the seed (:func:`mean_of_draws`). ``depth_net``: the model folder's one-photo depth
-    network, for references left without depth (:func:`cameo.priors.proxy_for_depthless`).
+    network, for references left without depth (:func:`cameo.priors.stand_ins_for_depthless`).
     ``schedule``: the model's training schedule (default: :func:`default_training_schedule` with the model's
     ``config.prediction_type``). Returns ``[M,3,H,W]`` in [0, 1].
     """
@@ -235,7 +235,7 @@ def sample_views(
         weights = None
         if getattr(model, "uses_proxy", False) or depth_net is not None:
             measured = prior
-            prior = proxy_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w, depth_net)
+            prior = stand_ins_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w, depth_net)
             weights = None if depth_net is None else estimated_anchor_weights(measured, prior)[None]
         prior = prior[None]
     held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until, weights)
@@ -379,7 +379,7 @@ def generate_trajectory(
     weights = None
     if priors is not None and (getattr(model, "uses_proxy", False) or depth_net is not None):
         measured = priors
-        priors = proxy_for_depthless(priors, cloud, input_images, K_all[inputs], c2w_all[inputs], K_all, c2w_all,
+        priors = stand_ins_for_depthless(priors, cloud, input_images, K_all[inputs], c2w_all[inputs], K_all, c2w_all,
                                      depth_net)
         weights = None if depth_net is None else estimated_anchor_weights(measured, priors)
     total, finished = sum(len(p) for p in jobs), 0

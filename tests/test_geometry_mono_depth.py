@@ -10,7 +10,7 @@ import yaml
 
 from cameo.cameras import look_at, look_at_point
 from cameo.geometry.mono_depth import MAX_DISPARITY, MIN_DISPARITY, MonoDepthNet, relative_disparity
-from cameo.priors import PROXY_CONFIDENCE, add_proxy, proxy_for_depthless, proxy_plane_depth
+from cameo.priors import PROXY_CONFIDENCE, add_proxy, stand_ins_for_depthless, proxy_plane_depth
 
 SIZE = 16
 
@@ -62,7 +62,7 @@ def test_photos_without_depth_get_the_network_depth_at_full_confidence() -> None
     images = torch.rand(1, 3, SIZE, SIZE)
     empty = torch.zeros(3, 4, SIZE, SIZE)
     proxy = add_proxy(empty, images, K[:1], c2w[:1], K, c2w, torch.tensor([True]))
-    estimated = proxy_for_depthless(empty, None, images, K[:1], c2w[:1], K, c2w, _flat_net(1.0))
+    estimated = stand_ins_for_depthless(empty, None, images, K[:1], c2w[:1], K, c2w, _flat_net(1.0))
     shown = proxy[:, 3] > 0
     assert float(shown[1:].float().mean()) > 0.3
     torch.testing.assert_close(estimated[:, :3], proxy[:, :3])
@@ -72,7 +72,7 @@ def test_photos_without_depth_get_the_network_depth_at_full_confidence() -> None
     from cameo.geometry.cloud import fuse_depth
 
     cloud = fuse_depth(images, torch.full((1, SIZE, SIZE), 3.0), K[:1], c2w[:1])
-    torch.testing.assert_close(proxy_for_depthless(measured, cloud, images, K[:1], c2w[:1], K, c2w, _flat_net(1.0)),
+    torch.testing.assert_close(stand_ins_for_depthless(measured, cloud, images, K[:1], c2w[:1], K, c2w, _flat_net(1.0)),
                                measured)
 
 

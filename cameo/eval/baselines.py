@@ -20,7 +20,7 @@ import torch
 
 from cameo.geometry.cloud import PointCloud, fuse_depth, scene_point_cloud
 from cameo.geometry.mono_depth import MonoDepthNet
-from cameo.priors import PROXY_CONFIDENCE, add_proxy, cloud_priors, proxy_for_depthless
+from cameo.priors import PROXY_CONFIDENCE, add_proxy, cloud_priors, stand_ins_for_depthless
 
 DepthSource = Literal["stereo", "gt", "none"]
 DEPTH_SOURCES: tuple[str, ...] = ("stereo", "gt", "none")
@@ -86,13 +86,13 @@ def estimated_warped_references(ref_images: torch.Tensor, ref_K: torch.Tensor, r
                                 target_K: torch.Tensor, target_c2w: torch.Tensor, cloud: PointCloud | None,
                                 depth_net: MonoDepthNet) -> torch.Tensor:
     """The references' ``cloud`` (None: no stereo) rendered into the targets, plus every reference it leaves
-    without depth warped through ``depth_net``'s one-photo depth (:func:`cameo.priors.proxy_for_depthless`), holes =
+    without depth warped through ``depth_net``'s one-photo depth (:func:`cameo.priors.stand_ins_for_depthless`), holes =
     the references' mean colour."""
     height, width = ref_images.shape[-2:]
     K, c2w = torch.cat([ref_K, target_K]).float(), torch.cat([ref_c2w, target_c2w]).float()
     prior = (torch.zeros(K.shape[0], 4, height, width) if cloud is None
              else cloud_priors(cloud, K, c2w, height, width, PROXY_CONFIDENCE))
-    prior = proxy_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, K, c2w, depth_net)[ref_images.shape[0]:]
+    prior = stand_ins_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, K, c2w, depth_net)[ref_images.shape[0]:]
     return torch.where(prior[:, 3:] > 0, prior[:, :3], mean_colour(ref_images, target_K.shape[0]))
 
 

@@ -21,7 +21,7 @@ from cameo.eval.probe3d import (attention_precision, correspondence_precision, p
                                 rotation_bin, scale_relative_threshold)
 from cameo.geometry.cloud import PointCloud
 from cameo.geometry.mono_depth import MonoDepthNet
-from cameo.priors import PROXY_CONFIDENCE, cloud_views_prior, proxy_for_depthless, views_prior
+from cameo.priors import PROXY_CONFIDENCE, cloud_views_prior, stand_ins_for_depthless, views_prior
 from cameo.sampling import sample_views
 
 SETTINGS = {"1-to-3": 1, "2-to-2": 2}
@@ -141,7 +141,7 @@ def _warped_prior(refs: torch.Tensor, cloud: PointCloud | None, scene: EvalScene
     views = torch.arange(len(scene.K)) < n
     prior = cloud_views_prior(cloud, refs, scene.K, scene.c2w, views, *refs.shape[-2:], PROXY_CONFIDENCE)
     if depth_net is not None:
-        prior = proxy_for_depthless(prior, cloud, refs, scene.K[:n], scene.c2w[:n], scene.K, scene.c2w, depth_net)
+        prior = stand_ins_for_depthless(prior, cloud, refs, scene.K[:n], scene.c2w[:n], scene.K, scene.c2w, depth_net)
     return (prior[n:, :3] * prior[n:, 3:],)
 
 
