@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from cameo.cameras import focus_depth, look_at_point
 from cameo.geometry.cloud import PointCloud, fuse_depth, render_cloud
 from cameo.geometry.mono_depth import MonoDepthNet
+from cameo.geometry.stereo import view_share
 from cameo.model.codec import LatentCodec, PixelCodec
 
 
@@ -123,7 +124,7 @@ def without_depth(cloud: PointCloud | None, K: torch.Tensor, c2w: torch.Tensor, 
         return torch.ones(K.shape[0], dtype=torch.bool)
     points_only = dataclasses.replace(cloud, hull=None)  # the hull is no depth: leave it out of the render
     own = cloud_priors(points_only, K.float().cpu(), c2w.float().cpu(), height, width)
-    return own[:, 3].flatten(1).mean(1).cpu() < MIN_DEPTH_SHARE
+    return view_share(own[:, 3]).cpu() < MIN_DEPTH_SHARE
 
 
 def estimated_depth_cloud(depth_net: MonoDepthNet, ref_images: torch.Tensor, ref_K: torch.Tensor,

@@ -21,7 +21,7 @@ from cameo.cameras import resize_with_intrinsics, unproject_depth
 from .fill import extrapolate_beyond_overlap, fill_plain_holes
 from .hull import VisualHull, hull_above_floor
 from .plane_growth import with_grown_floor
-from .stereo import StereoOptions, two_view_depth
+from .stereo import StereoOptions, two_view_depth, view_share
 from .warp import render_points
 
 
@@ -114,7 +114,7 @@ MIN_MATCH_SHARE = 0.05
 
 def depth_share(depth: torch.Tensor) -> torch.Tensor:
     """``[V]``: the share of each view of ``depth [V,H,W]`` with a valid (finite, positive) depth."""
-    return (torch.isfinite(depth) & (depth > 0)).flatten(1).float().mean(1)
+    return view_share(torch.isfinite(depth) & (depth > 0))
 
 
 def drop_sparse_views(depth: torch.Tensor, min_share: float = MIN_MATCH_SHARE) -> torch.Tensor:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from cameo.cameras import project_points, sampling_grid, unproject_depth
 
-from .stereo import StereoResult, box_mean, level_plane_depth
+from .stereo import StereoResult, box_mean, level_plane_depth, view_share
 
 COLOUR_TOLERANCE = 0.04
 """Largest mean absolute RGB difference (in [0, 1], over a 3x3 window) between a pixel and the other view at its
@@ -117,7 +117,7 @@ def floor_colours(colours: torch.Tensor, depth: torch.Tensor, plane_depth: torch
     """The matched pixels on the plane (the seeds, ``[2,H,W]``; none in a view where they cover less than
     :data:`MIN_SEED_SHARE`) and the pixels of ``colours [2,3,H,W]`` in their palette (``[2,H,W]``)."""
     seeds = torch.isfinite(depth) & ((depth - plane_depth).abs() <= SEED_AGREEMENT * plane_depth)
-    seeds &= seeds.flatten(1).float().mean(1)[:, None, None] >= MIN_SEED_SHARE
+    seeds &= view_share(seeds)[:, None, None] >= MIN_SEED_SHARE
     palette = floor_palette(colours, seeds)
     return seeds, torch.stack([near_palette(colours[v], palette) for v in range(2)])
 
