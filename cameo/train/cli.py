@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="cameo-train",
         description=__doc__.split("\n\n")[0] + "\n\nstages: train (default) trains the diffusion model, after "
         "training the small autoencoder when a latent preset lacks it; autoencoder trains only that codec; depth "
-        "trains the one-photo depth network (<output_dir>/depth, carried by exports as depth/); export copies the newest complete checkpoint of the run into a standalone model folder.",
+        "trains the one-photo depth network (<output_dir>/depth, carried by exports as depth/); export copies the "
+        "newest complete checkpoint of the run into a standalone model folder.",
         epilog="Every other option overrides a config field, e.g. --optim.lr 1e-4 --cameo.no-enabled "
         "--data.path DIR. `cameo-train --config NAME --help` lists them all with the config's values. "
         "Real captures (--data.source dtu|nerfstudio|colmap|realestate10k|co3d; lens distortion is undistorted on "
