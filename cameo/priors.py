@@ -110,10 +110,17 @@ def add_proxy(priors: torch.Tensor, ref_images: torch.Tensor, ref_K: torch.Tenso
     height, width = priors.shape[-2:]
     pick = lone.to(ref_K.device)
     depth = proxy_plane_depth(ref_K[pick], ref_c2w[pick], look_at_point(c2w.double()).float(), height, width)
-    plane = fuse_depth(ref_images[pick], depth, ref_K[pick], ref_c2w[pick], max_points=depth.numel())
-    proxy = cloud_priors(plane, K, c2w, height, width)
-    proxy = torch.cat([proxy[:, :3], proxy[:, 3:] * PROXY_CONFIDENCE], dim=1).to(priors)
-    return torch.where(priors[:, 3:] > 0, priors, proxy)
+    return _fill_empty(priors, ref_images[pick], depth, ref_K[pick], ref_c2w[pick], K, c2w, PROXY_CONFIDENCE)
+
+
+def _fill_empty(priors: torch.Tensor, ref_images: torch.Tensor, depth: torch.Tensor, ref_K: torch.Tensor,
+                ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, confidence: float) -> torch.Tensor:
+    """``priors [F,4,H,W]`` whose empty pixels get ``ref_images`` warped through ``depth`` into views ``K``,
+    ``c2w``, at mask ``confidence``."""
+    cloud = fuse_depth(ref_images, depth, ref_K, ref_c2w, max_points=depth.numel())
+    warped = cloud_priors(cloud, K, c2w, *priors.shape[-2:])
+    warped = torch.cat([warped[:, :3], warped[:, 3:] * confidence], dim=1).to(priors)
+    return torch.where(priors[:, 3:] > 0, priors, warped)
 
 
 def without_depth(cloud: PointCloud | None, K: torch.Tensor, c2w: torch.Tensor, height: int, width: int
@@ -127,16 +134,6 @@ def without_depth(cloud: PointCloud | None, K: torch.Tensor, c2w: torch.Tensor, 
     return view_share(own[:, 3]).cpu() < MIN_DEPTH_SHARE
 
 
-def estimated_depth_cloud(depth_net: MonoDepthNet, ref_images: torch.Tensor, ref_K: torch.Tensor,
-                          ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> PointCloud:
-    """The cloud of references ``ref_images [R,3,H,W]`` through ``depth_net``'s one-photo depth, scaled by the
-    look-at point of all the views ``K``, ``c2w`` (references and targets, as the proxy plane is)."""
-    focus = look_at_point(c2w.double()).float()
-    depth = depth_net.estimate(ref_images, ref_K, ref_c2w, focus)
-    return fuse_depth(ref_images.float().cpu(), depth, ref_K.float().cpu(), ref_c2w.float().cpu(),
-                      max_points=depth.numel())
-
-
 def stand_ins_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_images: torch.Tensor,
                         ref_K: torch.Tensor, ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor,
                         depth_net: MonoDepthNet | None = None) -> torch.Tensor:
@@ -144,7 +141,7 @@ def stand_ins_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_
     ``cloud`` leaves without depth (:func:`without_depth`); all on the CPU.
 
     With ``depth_net`` the stand-in is that reference warped through its one-photo depth
-    (:func:`estimated_depth_cloud`) at mask 1, like measured depth: MVGenMaster's choice for one view, and on the
+    (:meth:`MonoDepthNet.estimate`) at mask 1, like measured depth: MVGenMaster's choice for one view, and on the
     held-out scenes a blurred or 15 %-off exact depth held this way scores far better than the proxy plane. Without
     it, the proxy plane (:func:`add_proxy`) at mask :data:`PROXY_CONFIDENCE`.
     """
@@ -155,9 +152,18 @@ def stand_ins_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_
         return add_proxy(priors, images, ref_K, ref_c2w, K, c2w, lone)
     if not bool(lone.any()):
         return priors
-    estimated = estimated_depth_cloud(depth_net, images[lone], ref_K[lone], ref_c2w[lone], K, c2w)
-    rendered = cloud_priors(estimated, K, c2w, *priors.shape[-2:])
-    return torch.where(priors[:, 3:] > 0, priors, rendered.to(priors))
+    # scaled by the look-at point of all the views, references and targets, as the proxy plane is
+    depth = depth_net.estimate(images[lone], ref_K[lone], ref_c2w[lone], look_at_point(c2w.double()).float())
+    return _fill_empty(priors, images[lone], depth, ref_K[lone], ref_c2w[lone], K, c2w, 1.0)
+
+
+def with_stand_ins(priors: torch.Tensor, cloud: PointCloud | None, ref_images: torch.Tensor, ref_K: torch.Tensor,
+                   ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth_net: MonoDepthNet | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sampling's priors with :func:`stand_ins_for_depthless`, and the anchor weights of what ``depth_net`` added
+    (:func:`estimated_anchor_weights`; None without a network)."""
+    filled = stand_ins_for_depthless(priors, cloud, ref_images, ref_K, ref_c2w, K, c2w, depth_net)
+    return filled, None if depth_net is None else estimated_anchor_weights(priors, filled)
 
 
 def estimated_anchor_weights(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,8 @@ from cameo.diffusion import camera_conditioning
 from cameo.model.codec import LatentCodec
 from cameo.geometry.cloud import PointCloud, fuse_depth
 from cameo.geometry.mono_depth import MonoDepthNet
-from cameo.priors import (PROXY_CONFIDENCE, PriorAnchor, cloud_priors, cloud_views_prior, estimated_anchor_weights,
-                          prior_anchor, stand_ins_for_depthless, set_reference_priors)
+from cameo.priors import (PROXY_CONFIDENCE, PriorAnchor, cloud_priors, cloud_views_prior, prior_anchor,
+                          set_reference_priors, with_stand_ins)
 
 ProgressFn = Callable[[float], None]
 """Receives the fraction of work done, in [0, 1]."""
@@ -234,10 +234,8 @@ def sample_views(
                                   hull_confidence(model))
         weights = None
         if getattr(model, "uses_proxy", False) or depth_net is not None:
-            measured = prior
-            prior = stand_ins_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w, depth_net)
-            weights = None if depth_net is None else estimated_anchor_weights(measured, prior)[None]
-        prior = prior[None]
+            prior, weights = with_stand_ins(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w, depth_net)
+        prior, weights = prior[None], None if weights is None else weights[None]
     held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until, weights)
     generator, scheduler = torch.Generator().manual_seed(seed), ddim_from_training(schedule)
     latents = mean_of_draws(draws, progress, lambda draw, report: denoise(
@@ -378,10 +376,8 @@ def generate_trajectory(
     priors = _path_priors(cloud, K_all, c2w_all, height, width, hull_confidence(model)) if wanted else None
     weights = None
     if priors is not None and (getattr(model, "uses_proxy", False) or depth_net is not None):
-        measured = priors
-        priors = stand_ins_for_depthless(priors, cloud, input_images, K_all[inputs], c2w_all[inputs], K_all, c2w_all,
-                                     depth_net)
-        weights = None if depth_net is None else estimated_anchor_weights(measured, priors)
+        priors, weights = with_stand_ins(priors, cloud, input_images, K_all[inputs], c2w_all[inputs], K_all, c2w_all,
+                                         depth_net)
     total, finished = sum(len(p) for p in jobs), 0
     bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
     for pass_jobs in jobs:
