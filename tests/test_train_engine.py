@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from accelerate.state import AcceleratorState, GradientState, PartialState
 
 from cameo.train.checkpoint import latest_checkpoint
 from cameo.train.loop import TrainingInterrupted, train
-from tests.train_standins import ToyScenes, ToyUNet, params_of, toy_builder, toy_config
+from tests.train_standins import WATCHDOG_MESSAGE, ToyScenes, ToyUNet, params_of, toy_builder, toy_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,13 +119,25 @@ def test_train_writes_loss_terms_and_scheduler(tmp_path):
     assert DDPMScheduler.from_pretrained(export / "scheduler").config.prediction_type == "v_prediction"
 
 
-def test_train_two_cpu_processes_keep_identical_parameters(tmp_path):
-    """gloo DDP via torchrun: gradients are averaged, and a NaN on one rank skips the step on both."""
+def _run_two_processes(out: Path) -> subprocess.CompletedProcess:
+    """``tests.train_standins`` under torchrun with 2 gloo processes writing to ``out``."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tests.train_standins", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+           "-m", "tests.train_standins", str(out)]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_train_two_cpu_processes_keep_identical_parameters(tmp_path):
+    """gloo DDP via torchrun: gradients are averaged, and a NaN on one rank skips the step on both."""
+    done = _run_two_processes(tmp_path)
+    if done.returncode != 0 and WATCHDOG_MESSAGE in done.stderr:
+        # two CI runs in ~40 hung once each after the last step (gloo teardown, never reproduced in 37 local runs):
+        # one retry on a fresh run folder, the stacks reported, so a hang that recurs still fails
+        warnings.warn(f"the two-process run hung and was retried; its stacks:\n{done.stderr[-6000:]}")
+        shutil.rmtree(tmp_path)
+        tmp_path.mkdir()
+        done = _run_two_processes(tmp_path)
+    assert done.returncode == 0, done.stderr[-6000:]
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert int(rank0["world_size"]) == 2, "the processes did not join one process group"
     for key in rank0:

@@ -7,6 +7,7 @@ at toy sizes so a training step costs milliseconds.
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -138,10 +139,18 @@ def params_of(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+WORKER_WATCHDOG_S = 100
+"""A worker still running after this many seconds (a normal run takes under 30) prints every thread's stack and
+exits with an error, so a hang in the process group shows where it is instead of a bare timeout."""
+WATCHDOG_MESSAGE = "Timeout ("  # how faulthandler's dump begins
+
+
 def ddp_worker(out: str) -> None:
     """Entry of the 2-process test: train a few steps (one item gives a NaN loss on one rank), then write this
     rank's parameters to ``out/rank<r>.pt``."""
     from accelerate import PartialState
+
+    faulthandler.dump_traceback_later(WORKER_WATCHDOG_S, exit=True)
 
     from cameo.train.loop import train
 
@@ -157,6 +166,7 @@ def ddp_worker(out: str) -> None:
     state |= {f"head.{k}": v for k, v in parts.cameo.state_dict().items()}
     state["world_size"] = torch.tensor(PartialState().num_processes)
     torch.save(state, Path(out) / f"rank{rank}.pt")
+    faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":
