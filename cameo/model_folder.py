@@ -129,7 +129,7 @@ class CameoModel:
             device=dev,
             model_card=card.read_text(encoding="utf-8") if card.is_file() else None,
             train_config=train_config,
-            depth_net=_load_depth_net(folder, dev),
+            depth_net=load_depth_net(folder, dev),
         )
 
     def save_pretrained(self, path: str | os.PathLike[str], extra_files: Mapping[str, str | Path] | None = None,
@@ -278,8 +278,9 @@ def _load_codec(folder: Path, unet: MultiViewUNet, device: torch.device) -> Late
                            f"needs the codec (vae/config.json + weights, AutoencoderKL.save_pretrained)")
 
 
-def _load_depth_net(folder: Path, device: torch.device) -> MonoDepthNet | None:
-    """The folder's ``depth/`` network in eval mode on ``device`` (float32), or None when it has none."""
+def load_depth_net(folder: Path, device: torch.device) -> MonoDepthNet | None:
+    """The ``depth/`` network of ``folder`` (a model folder, or a run's output_dir) in eval mode on ``device``
+    (float32), or None when it has none."""
     if not (folder / DEPTH_FOLDER / "config.json").is_file():
         return None
     net = MonoDepthNet.from_pretrained(str(folder / DEPTH_FOLDER), local_files_only=True, torch_dtype=torch.float32)

@@ -113,6 +113,22 @@ def add_proxy(priors: torch.Tensor, ref_images: torch.Tensor, ref_K: torch.Tenso
     return _fill_empty(priors, ref_images[pick], depth, ref_K[pick], ref_c2w[pick], K, c2w, PROXY_CONFIDENCE)
 
 
+def add_estimated(priors: torch.Tensor, ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
+                  K: torch.Tensor, c2w: torch.Tensor, lone: torch.Tensor, depth_net: MonoDepthNet) -> torch.Tensor:
+    """``priors [F,4,H,W]`` of views ``K [F]``, ``c2w [F]`` whose empty pixels get the references marked
+    ``lone [R]`` (no depth) warped through ``depth_net``'s one-photo depth (:meth:`MonoDepthNet.estimate`) at mask 1.
+
+    The depth is scaled by the look-at point of all the views, references and targets, as the proxy plane is; mask 1
+    as for measured depth (MVGenMaster's choice for one view). Training (``prior.stand_in: depth_net``) and sampling
+    share it, so a model fine-tuned on it sees the same warps."""
+    if not bool(lone.any()):
+        return priors
+    pick = lone.to(ref_K.device)
+    with torch.no_grad():
+        depth = depth_net.estimate(ref_images[pick], ref_K[pick], ref_c2w[pick], look_at_point(c2w.double()).float())
+    return _fill_empty(priors, ref_images[pick], depth, ref_K[pick], ref_c2w[pick], K, c2w, 1.0)
+
+
 def _fill_empty(priors: torch.Tensor, ref_images: torch.Tensor, depth: torch.Tensor, ref_K: torch.Tensor,
                 ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, confidence: float) -> torch.Tensor:
     """``priors [F,4,H,W]`` whose empty pixels get ``ref_images`` warped through ``depth`` into views ``K``,
@@ -140,21 +156,16 @@ def stand_ins_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_
     """Sampling's priors ``[F,4,H,W]`` (views ``K``, ``c2w``) with a stand-in for every reference the references'
     ``cloud`` leaves without depth (:func:`without_depth`); all on the CPU.
 
-    With ``depth_net`` the stand-in is that reference warped through its one-photo depth
-    (:meth:`MonoDepthNet.estimate`) at mask 1, like measured depth: MVGenMaster's choice for one view, and on the
-    held-out scenes a blurred or 15 %-off exact depth held this way scores far better than the proxy plane. Without
-    it, the proxy plane (:func:`add_proxy`) at mask :data:`PROXY_CONFIDENCE`.
+    With ``depth_net`` the stand-in is that reference warped through its one-photo depth (:func:`add_estimated`):
+    on the held-out scenes a blurred or 15 %-off exact depth held this way scores far better than the proxy plane.
+    Without it, the proxy plane (:func:`add_proxy`) at mask :data:`PROXY_CONFIDENCE`.
     """
     lone = without_depth(cloud, ref_K, ref_c2w, *priors.shape[-2:])
     images, ref_K, ref_c2w = ref_images.float().cpu(), ref_K.float().cpu(), ref_c2w.float().cpu()
     K, c2w = K.float().cpu(), c2w.float().cpu()
     if depth_net is None:
         return add_proxy(priors, images, ref_K, ref_c2w, K, c2w, lone)
-    if not bool(lone.any()):
-        return priors
-    # scaled by the look-at point of all the views, references and targets, as the proxy plane is
-    depth = depth_net.estimate(images[lone], ref_K[lone], ref_c2w[lone], look_at_point(c2w.double()).float())
-    return _fill_empty(priors, images[lone], depth, ref_K[lone], ref_c2w[lone], K, c2w, 1.0)
+    return add_estimated(priors, images, ref_K, ref_c2w, K, c2w, lone, depth_net)
 
 
 def with_stand_ins(priors: torch.Tensor, cloud: PointCloud | None, ref_images: torch.Tensor, ref_K: torch.Tensor,

@@ -11,6 +11,7 @@ import torch
 from cameo.cameras import look_at
 from cameo.model import build_model
 from cameo.geometry.cloud import fuse_depth
+from cameo.geometry.mono_depth import MonoDepthNet
 from cameo.priors import PROXY_CONFIDENCE, add_proxy, cloud_priors, set_reference_priors, views_prior
 from cameo.train.config import PriorConfig
 from cameo.train.model_setup import warm_start
@@ -271,6 +272,26 @@ def test_training_priors_proxy_gives_lone_references_the_plane_through_the_look_
     torch.testing.assert_close(proxy[:, 1:, 3], 0.5 * exact[:, 1:, 3])
     torch.testing.assert_close(proxy[:, 1:, :3], exact[:, 1:, :3])
     torch.testing.assert_close(proxy[:, 0], exact[:, 0])  # the reference still sees itself at mask 1
+
+
+
+def test_training_priors_depth_net_stand_in_warps_lone_references_at_full_mask():
+    """``stand_in: depth_net``: a network predicting the look-at plane (the wall) gives a lone reference's targets
+    exactly what exact depth gives, at mask 1; without the network the config is refused."""
+    batch, ref_mask = _one_reference_batch(b=2, f=3, size=16)
+    quiet = dict(drop_view=0.0, drop_batch=0.0, max_hole_share=0.0, max_noise=0.0, edge_drop=0.0)
+    cfg = PriorConfig(covisible=1.0, proxy=True, stand_in="depth_net", **quiet)
+    net = MonoDepthNet(widths=(8, 8)).eval()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.fill_(1.0)  # disparity 1 everywhere: the plane through the look-at point
+    estimated = training_priors(batch, ref_mask, cfg, torch.Generator().manual_seed(0), net)
+    exact = training_priors(batch, ref_mask, PriorConfig(depth="gt", proxy=True, **quiet),
+                            torch.Generator().manual_seed(0))
+    assert float((exact[:, 1:, 3] > 0).float().mean()) > 0.5
+    torch.testing.assert_close(estimated, exact)
+    with pytest.raises(ValueError, match="depth network"):
+        training_priors(batch, ref_mask, cfg, torch.Generator().manual_seed(0))
 
 
 def test_add_proxy_fills_only_what_measured_depth_leaves_empty():

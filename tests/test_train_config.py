@@ -10,8 +10,8 @@ import torch
 from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
-SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-covisible", "demo-cpu-extrapolate", "demo-cpu-proxy", "demo-cpu-cat3d",
-           "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
+SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-covisible", "demo-cpu-extrapolate", "demo-cpu-proxy",
+           "demo-cpu-monodepth", "demo-cpu-cat3d", "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -104,6 +104,17 @@ def test_proxy_stage_continues_stage_4_with_proxy_priors_for_references_without_
     assert not stage4.prior.proxy and stage5.prior.proxy
     assert dataclasses.replace(stage5.prior, proxy=False) == stage4.prior
     assert stage5.model.preset == stage4.model.preset and stage5.model.init_from == f"{stage4.output_dir}/model"
+
+
+def test_monodepth_stage_continues_stage_5_with_the_depth_network_as_stand_in():
+    """Stage 6: stage 5's data, objective and priors, the depth network instead of the plane, a gentler schedule."""
+    stage5, stage6 = load_config("demo-cpu-proxy"), load_config("demo-cpu-monodepth")
+    assert (stage6.data, stage6.diffusion, stage6.seed, stage6.cameo) == \
+        (stage5.data, stage5.diffusion, stage5.seed, stage5.cameo)
+    assert (stage5.prior.stand_in, stage6.prior.stand_in) == ("plane", "depth_net")
+    assert dataclasses.replace(stage6.prior, stand_in="plane") == stage5.prior
+    assert stage6.optim.lr < stage5.optim.lr and stage6.optim.max_steps < stage5.optim.max_steps
+    assert stage6.model.preset == stage5.model.preset and stage6.model.init_from == f"{stage5.output_dir}/model"
 
 
 def test_train_help_lists_the_shipped_configs(capsys):

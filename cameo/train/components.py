@@ -38,3 +38,6 @@ class Components:
     codec: Any = None
     """Frozen ``cameo.model.LatentCodec`` (encode [0, 1] images -> latents, decode back); None = pixels in [-1, 1].
     Exported with the model (a latent codec as ``vae/``)."""
+    depth_net: nn.Module | None = None
+    """Frozen one-photo depth network (``cameo.geometry.mono_depth``) for the priors of references without depth
+    (``prior.stand_in: depth_net``)."""

@@ -152,6 +152,11 @@ class PriorConfig:
     proxy: bool = False
     """References left without depth (a lone one after the ``covisible`` cut) get the proxy prior sampling gives a
     lone photo (``cameo.priors.add_proxy``); the exported model records it (``prior_proxy``)."""
+    stand_in: Literal["plane", "depth_net"] = "plane"
+    """What ``proxy`` gives a reference without depth: the proxy plane at mask 0.5 (``cameo.priors.add_proxy``), or
+    the reference warped through the run's one-photo depth network at mask 1 (``cameo.priors.add_estimated``, as
+    sampling does with a model folder's ``depth/``); ``depth_net`` needs ``<output_dir>/depth`` from ``cameo-train
+    depth`` first."""
 
 
 @dataclass

@@ -314,7 +314,9 @@ def _losses(
     clean = batch["latents"].to(device) if "latents" in batch else _to_model_space(parts, images)
     noised = noise_targets(clean, ref_mask, scheduler, gen)
     uses_prior = getattr(accelerator.unwrap_model(unet), "uses_prior", False)
-    extra = {"prior": training_priors(batch, ref_mask, cfg.prior, gen).to(device)} if uses_prior else {}
+    extra = {}
+    if uses_prior:
+        extra["prior"] = training_priors(batch, ref_mask, cfg.prior, gen, parts.depth_net).to(device)
     ref_mask, drop = ref_mask.to(device), drop.to(device)
     with accelerator.autocast():
         prediction, attention = parts.forward(unet, noised.noisy, noised.timesteps, plucker, ref_mask, drop, use_cameo,

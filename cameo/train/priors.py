@@ -7,7 +7,8 @@ noise) before it is warped; optionally (``covisible``) it is first cut to what a
 only pixels stereo can match (at test time the prior holes are mostly the parts one photo alone sees), and
 (``extrapolate``) the parts of a pair beyond each other's frame then get the same extrapolated depth as stereo's
 holes get at test time; (``proxy``) a reference left without any depth gets the proxy prior sampling gives a lone
-photo (:func:`cameo.priors.add_proxy`). Dropout
+photo (:func:`cameo.priors.add_proxy`), or (``stand_in: depth_net``) its warp through the one-photo depth network
+(:func:`cameo.priors.add_estimated`). Dropout
 follows MVGenMaster: each target's prior is dropped with ``drop_view``, the whole batch's prior with ``drop_batch``,
 so one view without depth and the CFG unconditional branch keep working.
 Every draw comes from the step generator, so a resumed run sees the same priors.
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 from cameo.geometry.cloud import depth_share
 from cameo.geometry.fill import extrapolate_beyond_overlap
 from cameo.geometry.stereo import two_way_consistent
-from cameo.priors import MIN_DEPTH_SHARE, add_proxy, views_prior
+from cameo.geometry.mono_depth import MonoDepthNet
+from cameo.priors import MIN_DEPTH_SHARE, add_estimated, add_proxy, views_prior
 from cameo.train.config import PriorConfig
 
 
@@ -53,10 +55,14 @@ def covisible_depth(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> 
     return torch.where(seen, depth, torch.full_like(depth, float("nan")))
 
 
-def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: torch.Generator) -> torch.Tensor:
-    """Priors ``[B,F,4,H,W]`` of a training batch (``images``, ``depth``, ``K``, ``c2w``; references first)."""
+def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: torch.Generator,
+                    depth_net: MonoDepthNet | None = None) -> torch.Tensor:
+    """Priors ``[B,F,4,H,W]`` of a training batch (``images``, ``depth``, ``K``, ``c2w``; references first);
+    ``depth_net``: the one-photo network of ``stand_in: depth_net``."""
     if "depth" not in batch:
         raise ValueError("a prior-conditioned model needs depth in the training data (data source without depth)")
+    if cfg.proxy and cfg.stand_in == "depth_net" and depth_net is None:
+        raise ValueError("prior.stand_in depth_net needs the run's one-photo depth network (cameo-train depth)")
     images, depth, K, c2w = (batch[k].float() for k in ("images", "depth", "K", "c2w"))
     b, f, _, height, width = images.shape
     priors = []
@@ -73,7 +79,8 @@ def training_priors(batch: dict, ref_mask: torch.Tensor, cfg: PriorConfig, gen: 
         prior = views_prior(images[i][refs], ref_depth, K[i][refs], c2w[i][refs], K[i], c2w[i], refs, height, width)
         if cfg.proxy:
             lone = depth_share(ref_depth) < MIN_DEPTH_SHARE
-            prior = add_proxy(prior, images[i][refs], K[i][refs], c2w[i][refs], K[i], c2w[i], lone)
+            args = (prior, images[i][refs], K[i][refs], c2w[i][refs], K[i], c2w[i], lone)
+            prior = add_estimated(*args, depth_net) if cfg.stand_in == "depth_net" else add_proxy(*args)
         priors.append(prior)
     out = torch.stack(priors)
     keep = (torch.rand(b, f, generator=gen) >= cfg.drop_view) | ref_mask
