@@ -4,6 +4,7 @@ depth in sampling's priors, the model folder that carries it, and the ``cameo-tr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 import yaml
@@ -108,6 +109,42 @@ def test_depth_stage_trains_exports_and_the_model_folder_loads_the_network(tmp_p
 
     shutil.rmtree(tmp_path / "copy" / "depth")
     assert CameoModel.from_pretrained(copy, "cpu").depth_net is None
+
+
+def test_depth_stage_resumes_exactly_from_its_checkpoint(tmp_path) -> None:
+    """Stopped after step 25 (checkpoint at 20), resumed: the same network as an uninterrupted run; a checkpoint left
+    behind refuses a fresh start, and none is left once the network is saved."""
+    import pytest
+    from accelerate import PartialState
+
+    from cameo.train.config import DataConfig, DepthNetConfig, TrainConfig
+    from cameo.train.data import ensure_data
+    from cameo.train.loop import TrainingInterrupted
+    from cameo.train.mono_depth import CHECKPOINT, train_depth_net
+
+    data = DataConfig(path=str(tmp_path / "data"), scenes=3, scene_views=4, resolution=16, val_scenes=1)
+    depth = DepthNetConfig(steps=40, batch_size=8, widths=(8, 16), lr=3e-3, checkpoint_every=20)
+    state = PartialState(cpu=True)
+    ensure_data(data, state)
+
+    def run(name: str, **kwargs) -> Path:
+        return train_depth_net(TrainConfig(name=name, output_dir=str(tmp_path / name), data=data, depth_net=depth),
+                               state, **kwargs)
+
+    straight = run("straight")
+    with pytest.raises(TrainingInterrupted):
+        run("resumed", stop_after=25)
+    assert (tmp_path / "resumed" / CHECKPOINT).is_file()
+    with pytest.raises(FileExistsError, match="--resume"):
+        run("resumed")
+    resumed = run("resumed", resume=True)
+    assert not (tmp_path / "resumed" / CHECKPOINT).exists()
+    a = MonoDepthNet.from_pretrained(str(straight)).state_dict()
+    b = MonoDepthNet.from_pretrained(str(resumed)).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    logs = [(tmp_path / n / "depth_metrics.jsonl").read_text() for n in ("straight", "resumed")]
+    assert logs[0] == logs[1]  # the steps logged after the checkpoint were cut, then written again
 
 
 def test_the_sampler_holds_estimated_pixels_more_loosely_than_measured_ones() -> None:

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
             state = PartialState(cpu=not _cuda())
             ensure_data(cfg.data, state)
-            print(f"depth net -> {train_depth_net(cfg, state)}", file=sys.stderr)
+            print(f"depth net -> {train_depth_net(cfg, state, resume=args.resume)}", file=sys.stderr)
             return 0
 
         from cameo.train.autoencoder import train_autoencoder

@@ -186,6 +186,8 @@ class DepthNetConfig:
     """Images per step (whole samples of ``data.num_views`` views)."""
     widths: tuple[int, ...] = (16, 32, 64, 128, 128)
     """Channels of each level of the network (one 2x downsampling between levels)."""
+    checkpoint_every: int = 500
+    """Steps between resumable checkpoints (``<output_dir>/depth_checkpoint.pt``; ``cameo-train depth --resume``)."""
 
 
 @dataclass

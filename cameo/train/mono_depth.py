@@ -6,6 +6,7 @@ run's procedural samples and their rendered depth, and saves it with ``save_pret
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -13,13 +14,13 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from cameo.atomic import atomic_dir
+from cameo.atomic import atomic_dir, write_text_atomic
 from cameo.cameras import look_at_point
 from cameo.geometry.mono_depth import MonoDepthNet, relative_disparity
 from cameo.model_folder import DEPTH_FOLDER
 from cameo.train.config import TrainConfig
 from cameo.train.data import open_datasets
-from cameo.train.loop import lr_factor
+from cameo.train.loop import TrainingInterrupted, lr_factor
 
 
 def _batch(dataset, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -36,26 +37,30 @@ def _batch(dataset, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return torch.cat(images), torch.cat(K), torch.cat(targets)
 
 
-def train_depth_net(cfg: TrainConfig, state) -> Path:
+CHECKPOINT = "depth_checkpoint.pt"
+"""The stage's resumable state in ``<output_dir>``: weights, optimiser, sampling generator and step (removed once the
+network is saved)."""
+
+
+def train_depth_net(cfg: TrainConfig, state, resume: bool = False, stop_after: int | None = None) -> Path:
     """Train the depth network of ``cfg.depth_net`` and save it to ``<output_dir>/depth``; returns the folder.
 
     L1 on the relative disparity, horizontal flips (the intrinsics' centre is mirrored with the image), AdamW with a
-    linear decay over the last third. At the end the held-out scenes' loss is logged beside that of the look-at
-    plane itself (disparity 1: the proxy the network replaces), the trivial baseline it must beat. ``state``:
-    an ``Accelerator`` or ``PartialState`` (its device).
+    linear decay over the last third. Every ``checkpoint_every`` steps the state is written atomically; ``resume``
+    continues from it exactly as if the run had never stopped (``stop_after``: stop after that step, for tests). At
+    the end the held-out scenes' loss is logged beside that of the look-at plane itself (disparity 1: the proxy the
+    network replaces), the trivial baseline it must beat. ``state``: an ``Accelerator`` or ``PartialState``.
     """
-    d = cfg.depth_net
+    d, out = cfg.depth_net, Path(cfg.output_dir)
     set_seed(cfg.seed)
     net = MonoDepthNet(widths=tuple(d.widths)).to(state.device).train()
     train_set, val_set = open_datasets(cfg.data, cfg.seed, state)
     optimizer = torch.optim.AdamW(net.parameters(), lr=d.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed)
-    per_sample = cfg.data.num_views
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    first = _resume_or_start(out, net, optimizer, gen, resume)
     log = out / "depth_metrics.jsonl"
-    log.write_text("")
-    bar = tqdm(range(d.steps), desc="depth net", dynamic_ncols=True)
+    per_sample = cfg.data.num_views
+    bar = tqdm(range(first, d.steps), initial=first, total=d.steps, desc="depth net", dynamic_ncols=True)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = d.lr * lr_factor(step, 0, d.steps, d.steps // 3)
@@ -71,13 +76,48 @@ def train_depth_net(cfg: TrainConfig, state) -> Path:
         bar.set_postfix(l1=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
             _log(log, {"step": step + 1, "loss": loss.item()})
+        if (step + 1) % d.checkpoint_every == 0 and step + 1 < d.steps:
+            _save_checkpoint(out, net, optimizer, gen, step + 1)
+        if stop_after is not None and step + 1 >= stop_after:
+            raise TrainingInterrupted(f"stopped after step {step + 1}")
     folder = out / DEPTH_FOLDER
     with atomic_dir(folder, overwrite=True) as tmp:
         net.eval().save_pretrained(str(tmp), safe_serialization=True)
+    (out / CHECKPOINT).unlink(missing_ok=True)
     if val_set is not None and len(val_set):
         val_loss, plane_loss = validation_loss(net, val_set, state.device)
         _log(log, {"step": d.steps, "val_loss": val_loss, "val_loss_plane": plane_loss})
     return folder
+
+
+def _resume_or_start(out: Path, net: MonoDepthNet, optimizer: torch.optim.Optimizer, gen: torch.Generator,
+                     resume: bool) -> int:
+    """The first step to train: the checkpoint's (weights, optimiser and generator restored, the metrics log cut
+    to it) with ``resume``, else 0 with a fresh log; a checkpoint without ``resume`` is an error."""
+    path, log = out / CHECKPOINT, out / "depth_metrics.jsonl"
+    if not resume or not path.is_file():
+        if path.is_file():
+            raise FileExistsError(f"{path} holds an interrupted depth run; pass --resume or a new output_dir")
+        out.mkdir(parents=True, exist_ok=True)
+        log.write_text("")
+        return 0
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict(saved["net"])
+    optimizer.load_state_dict(saved["optimizer"])
+    gen.set_state(saved["generator"])
+    step = int(saved["step"])
+    kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step] if log.is_file() else []
+    write_text_atomic(log, "".join(line + "\n" for line in kept))
+    return step
+
+
+def _save_checkpoint(out: Path, net: MonoDepthNet, optimizer: torch.optim.Optimizer, gen: torch.Generator,
+                     step: int) -> None:
+    """Write the resumable state at ``step`` atomically (a temporary file renamed over the old one)."""
+    tmp = out / f".{CHECKPOINT}.tmp"
+    torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+                "step": step}, tmp)
+    os.replace(tmp, out / CHECKPOINT)
 
 
 def _log(path: Path, record: dict) -> None:
