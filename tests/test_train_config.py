@@ -107,7 +107,8 @@ def test_proxy_stage_continues_stage_4_with_proxy_priors_for_references_without_
 
 
 def test_monodepth_stage_continues_stage_5_with_the_depth_network_as_stand_in():
-    """Stage 6: stage 5's data, objective and priors, the depth network instead of the plane, a gentler schedule."""
+    """The stage-6 experiment: stage 5's data, objective and priors, the depth network instead of the plane, a gentler
+    schedule."""
     stage5, stage6 = load_config("demo-cpu-proxy"), load_config("demo-cpu-monodepth")
     assert (stage6.data, stage6.diffusion, stage6.seed, stage6.cameo) == \
         (stage5.data, stage5.diffusion, stage5.seed, stage5.cameo)
