@@ -112,8 +112,8 @@ def test_depth_stage_trains_exports_and_the_model_folder_loads_the_network(tmp_p
 
 
 def test_depth_stage_resumes_exactly_from_its_checkpoint(tmp_path) -> None:
-    """Stopped after step 25 (checkpoint at 20), resumed: the same network as an uninterrupted run; a checkpoint left
-    behind refuses a fresh start, and none is left once the network is saved."""
+    """Stopped after step 25 (checkpoint at 20), resumed: the same network and log as an uninterrupted run; resuming
+    a finished run changes nothing; a checkpoint left behind refuses a fresh start."""
     import pytest
     from accelerate import PartialState
 
@@ -137,14 +137,16 @@ def test_depth_stage_resumes_exactly_from_its_checkpoint(tmp_path) -> None:
     assert (tmp_path / "resumed" / CHECKPOINT).is_file()
     with pytest.raises(FileExistsError, match="--resume"):
         run("resumed")
-    resumed = run("resumed", resume=True)
-    assert not (tmp_path / "resumed" / CHECKPOINT).exists()
+    resumed = MonoDepthNet.from_pretrained(str(run("resumed", resume=True))).state_dict()
+    again = MonoDepthNet.from_pretrained(str(run("resumed", resume=True))).state_dict()  # finished: the same network
     a = MonoDepthNet.from_pretrained(str(straight)).state_dict()
-    b = MonoDepthNet.from_pretrained(str(resumed)).state_dict()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    for b in (resumed, again):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     logs = [(tmp_path / n / "depth_metrics.jsonl").read_text() for n in ("straight", "resumed")]
     assert logs[0] == logs[1]  # the steps logged after the checkpoint were cut, then written again
+    with pytest.raises(FileExistsError, match="--resume"):
+        run("straight")  # a finished run is not overwritten by accident either
 
 
 def test_the_sampler_holds_estimated_pixels_more_loosely_than_measured_ones() -> None:

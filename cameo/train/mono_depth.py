@@ -38,16 +38,18 @@ def _batch(dataset, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 
 CHECKPOINT = "depth_checkpoint.pt"
-"""The stage's resumable state in ``<output_dir>``: weights, optimiser, sampling generator and step (removed once the
-network is saved)."""
+"""The stage's resumable state in ``<output_dir>``: weights, optimiser, sampling generator and step."""
+METRICS = "depth_metrics.jsonl"
+"""The stage's log in ``<output_dir>``: training loss every 50 steps, then the held-out losses."""
 
 
 def train_depth_net(cfg: TrainConfig, state, resume: bool = False, stop_after: int | None = None) -> Path:
     """Train the depth network of ``cfg.depth_net`` and save it to ``<output_dir>/depth``; returns the folder.
 
     L1 on the relative disparity, horizontal flips (the intrinsics' centre is mirrored with the image), AdamW with a
-    linear decay over the last third. Every ``checkpoint_every`` steps the state is written atomically; ``resume``
-    continues from it exactly as if the run had never stopped (``stop_after``: stop after that step, for tests). At
+    linear decay over the last third. Every ``checkpoint_every`` steps and at the end the state is written
+    atomically; ``resume`` continues from it exactly as if the run had never stopped (``stop_after``: stop after
+    that step, for tests), and a finished run resumed only saves and scores its network again. At
     the end the held-out scenes' loss is logged beside that of the look-at plane itself (disparity 1: the proxy the
     network replaces), the trivial baseline it must beat. ``state``: an ``Accelerator`` or ``PartialState``.
     """
@@ -58,7 +60,7 @@ def train_depth_net(cfg: TrainConfig, state, resume: bool = False, stop_after: i
     optimizer = torch.optim.AdamW(net.parameters(), lr=d.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed)
     first = _resume_or_start(out, net, optimizer, gen, resume)
-    log = out / "depth_metrics.jsonl"
+    log = out / METRICS
     per_sample = cfg.data.num_views
     bar = tqdm(range(first, d.steps), initial=first, total=d.steps, desc="depth net", dynamic_ncols=True)
     for step in bar:
@@ -76,14 +78,13 @@ def train_depth_net(cfg: TrainConfig, state, resume: bool = False, stop_after: i
         bar.set_postfix(l1=f"{loss.item():.4f}")
         if (step + 1) % 50 == 0:
             _log(log, {"step": step + 1, "loss": loss.item()})
-        if (step + 1) % d.checkpoint_every == 0 and step + 1 < d.steps:
+        if (step + 1) % d.checkpoint_every == 0 or step + 1 == d.steps:
             _save_checkpoint(out, net, optimizer, gen, step + 1)
         if stop_after is not None and step + 1 >= stop_after:
             raise TrainingInterrupted(f"stopped after step {step + 1}")
     folder = out / DEPTH_FOLDER
     with atomic_dir(folder, overwrite=True) as tmp:
         net.eval().save_pretrained(str(tmp), safe_serialization=True)
-    (out / CHECKPOINT).unlink(missing_ok=True)
     if val_set is not None and len(val_set):
         val_loss, plane_loss = validation_loss(net, val_set, state.device)
         _log(log, {"step": d.steps, "val_loss": val_loss, "val_loss_plane": plane_loss})
@@ -94,10 +95,11 @@ def _resume_or_start(out: Path, net: MonoDepthNet, optimizer: torch.optim.Optimi
                      resume: bool) -> int:
     """The first step to train: the checkpoint's (weights, optimiser and generator restored, the metrics log cut
     to it) with ``resume``, else 0 with a fresh log; a checkpoint without ``resume`` is an error."""
-    path, log = out / CHECKPOINT, out / "depth_metrics.jsonl"
+    path, log = out / CHECKPOINT, out / METRICS
     if not resume or not path.is_file():
         if path.is_file():
-            raise FileExistsError(f"{path} holds an interrupted depth run; pass --resume or a new output_dir")
+            raise FileExistsError(f"{path} holds an earlier depth run; pass --resume to continue it, or a new "
+                                  f"output_dir")
         out.mkdir(parents=True, exist_ok=True)
         log.write_text("")
         return 0
@@ -106,7 +108,8 @@ def _resume_or_start(out: Path, net: MonoDepthNet, optimizer: torch.optim.Optimi
     optimizer.load_state_dict(saved["optimizer"])
     gen.set_state(saved["generator"])
     step = int(saved["step"])
-    kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step] if log.is_file() else []
+    lines = log.read_text().splitlines() if log.is_file() else []
+    kept = [line for line in lines if json.loads(line)["step"] <= step and "val_loss" not in line]
     write_text_atomic(log, "".join(line + "\n" for line in kept))
     return step
 
