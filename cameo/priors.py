@@ -169,10 +169,13 @@ def stand_ins_for_depthless(priors: torch.Tensor, cloud: PointCloud | None, ref_
 
 
 def with_stand_ins(priors: torch.Tensor, cloud: PointCloud | None, ref_images: torch.Tensor, ref_K: torch.Tensor,
-                   ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth_net: MonoDepthNet | None
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   ref_c2w: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, depth_net: MonoDepthNet | None,
+                   uses_proxy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sampling's priors with :func:`stand_ins_for_depthless`, and the anchor weights of what ``depth_net`` added
-    (:func:`estimated_anchor_weights`; None without a network)."""
+    (:func:`estimated_anchor_weights`; None without a network). Without a network, only a model trained with the
+    proxy (``uses_proxy``) gets stand-ins; the priors of any other come back unchanged."""
+    if depth_net is None and not uses_proxy:
+        return priors, None
     filled = stand_ins_for_depthless(priors, cloud, ref_images, ref_K, ref_c2w, K, c2w, depth_net)
     return filled, None if depth_net is None else estimated_anchor_weights(priors, filled)
 

@@ -232,9 +232,8 @@ def sample_views(
                                ref_c2w.float().cpu(), max_points=ref_depth.numel())
         prior = cloud_views_prior(cloud, ref_images.float().cpu(), all_K, all_c2w, ref_mask[0].cpu(), height, width,
                                   hull_confidence(model))
-        weights = None
-        if getattr(model, "uses_proxy", False) or depth_net is not None:
-            prior, weights = with_stand_ins(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w, depth_net)
+        prior, weights = with_stand_ins(prior, cloud, ref_images, ref_K, ref_c2w, all_K, all_c2w, depth_net,
+                                        getattr(model, "uses_proxy", False))
         prior, weights = prior[None], None if weights is None else weights[None]
     held = None if prior is None else prior_anchor(codec, prior.to(device), anchor, anchor_until, weights)
     generator, scheduler = torch.Generator().manual_seed(seed), ddim_from_training(schedule)
@@ -375,9 +374,9 @@ def generate_trajectory(
     wanted = _wants_priors(model, anchor, cloud is not None or depth_net is not None)
     priors = _path_priors(cloud, K_all, c2w_all, height, width, hull_confidence(model)) if wanted else None
     weights = None
-    if priors is not None and (getattr(model, "uses_proxy", False) or depth_net is not None):
+    if priors is not None:
         priors, weights = with_stand_ins(priors, cloud, input_images, K_all[inputs], c2w_all[inputs], K_all, c2w_all,
-                                         depth_net)
+                                         depth_net, getattr(model, "uses_proxy", False))
     total, finished = sum(len(p) for p in jobs), 0
     bar = tqdm(total=total, desc="view groups", unit="group", disable=not show_progress)
     for pass_jobs in jobs:

@@ -65,9 +65,7 @@ def warped_references(ref_images: torch.Tensor, cloud: PointCloud, target_K: tor
     """The references' ``cloud`` rendered into the targets (its visual hull's colours too, as a model trained with
     guessed surfaces gets them), holes = the references' mean colour."""
     height, width = ref_images.shape[-2:]
-    prior = cloud_priors(cloud, target_K, target_c2w, height, width, PROXY_CONFIDENCE)
-    fill = mean_colour(ref_images, target_K.shape[0])
-    return torch.where(prior[:, 3:] > 0, prior[:, :3], fill)
+    return _holes_mean_colour(cloud_priors(cloud, target_K, target_c2w, height, width, PROXY_CONFIDENCE), ref_images)
 
 
 def proxy_warped_references(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
@@ -79,7 +77,7 @@ def proxy_warped_references(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c
     empty = torch.zeros(K.shape[0], 4, height, width)
     lone = torch.ones(ref_images.shape[0], dtype=torch.bool)
     prior = add_proxy(empty, ref_images.float(), ref_K.float(), ref_c2w.float(), K, c2w, lone)[ref_images.shape[0]:]
-    return torch.where(prior[:, 3:] > 0, prior[:, :3], mean_colour(ref_images, target_K.shape[0]))
+    return _holes_mean_colour(prior, ref_images)
 
 
 def estimated_warped_references(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor,
@@ -93,7 +91,12 @@ def estimated_warped_references(ref_images: torch.Tensor, ref_K: torch.Tensor, r
     prior = (torch.zeros(K.shape[0], 4, height, width) if cloud is None
              else cloud_priors(cloud, K, c2w, height, width, PROXY_CONFIDENCE))
     prior = stand_ins_for_depthless(prior, cloud, ref_images, ref_K, ref_c2w, K, c2w, depth_net)[ref_images.shape[0]:]
-    return torch.where(prior[:, 3:] > 0, prior[:, :3], mean_colour(ref_images, target_K.shape[0]))
+    return _holes_mean_colour(prior, ref_images)
+
+
+def _holes_mean_colour(prior: torch.Tensor, ref_images: torch.Tensor) -> torch.Tensor:
+    """The colours of targets' priors ``[M,4,H,W]``, the references' mean colour where nothing landed."""
+    return torch.where(prior[:, 3:] > 0, prior[:, :3], mean_colour(ref_images, prior.shape[0]))
 
 
 def trivial_predictions(ref_images: torch.Tensor, ref_K: torch.Tensor, ref_c2w: torch.Tensor, target_K: torch.Tensor,

@@ -6,7 +6,6 @@ run's procedural samples and their rendered depth, and saves it with ``save_pret
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from cameo.atomic import atomic_dir, write_text_atomic
+from cameo.atomic import atomic_dir, atomic_path, write_text_atomic
 from cameo.cameras import look_at_point
 from cameo.geometry.mono_depth import MonoDepthNet, relative_disparity
 from cameo.model_folder import DEPTH_FOLDER
@@ -116,11 +115,10 @@ def _resume_or_start(out: Path, net: MonoDepthNet, optimizer: torch.optim.Optimi
 
 def _save_checkpoint(out: Path, net: MonoDepthNet, optimizer: torch.optim.Optimizer, gen: torch.Generator,
                      step: int) -> None:
-    """Write the resumable state at ``step`` atomically (a temporary file renamed over the old one)."""
-    tmp = out / f".{CHECKPOINT}.tmp"
-    torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
-                "step": step}, tmp)
-    os.replace(tmp, out / CHECKPOINT)
+    """Write the resumable state at ``step`` atomically."""
+    with atomic_path(out / CHECKPOINT) as tmp:
+        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+                    "step": step}, tmp)
 
 
 def _log(path: Path, record: dict) -> None:
