@@ -187,3 +187,21 @@ def test_growing_the_floor_covers_its_plain_patches(one_thread, monkeypatch) -> 
     within, coverage = _accuracy(grown, depth)
     assert coverage >= _accuracy(plain, depth)[1] + 0.2 and within >= 0.95, (coverage, within)
     assert (grown.level >= (grown.valid & ~plain.valid)).all()  # grown pixels count as level (no fill seeds)
+
+
+def test_a_view_without_its_own_level_range_sweeps_the_heights_the_other_found() -> None:
+    """Level planes are one family in the world: a view whose coarse level search kept its full range gets the
+    world heights the other view found (a floor at z = 0 seen from heights 2 and 3), or the fitted plane's height
+    plus or minus 10 % of the cameras' mean height when neither found any; a view that found its own keeps it."""
+    c2w = torch.eye(4).repeat(2, 1, 1)
+    c2w[0, 2, 3], c2w[1, 2, 3] = 2.0, 3.0
+    up, full = torch.tensor([0.0, 0.0, 1.0]), [(0.01, 20.0), (0.01, 20.0)]
+    found = (1 / 2.2, 1 / 1.8)  # world heights -0.2 .. 0.2 from camera 0
+    shared = stereo._shared_level_ranges([found, full[1]], full, c2w, up, 0.0)
+    assert shared[0] == found and shared[1] == pytest.approx((1 / 3.2, 1 / 2.8))
+    around_plane = stereo._shared_level_ranges(full, full, c2w, up, 0.0)
+    assert around_plane[0] == pytest.approx((1 / 2.25, 1 / 1.75))
+    assert around_plane[1] == pytest.approx((1 / 3.25, 1 / 2.75))
+    both = [found, (1 / 3.5, 1 / 2.5)]
+    assert stereo._shared_level_ranges(both, full, c2w, up, 0.0) == both
+    assert stereo._shared_level_ranges(full, full, c2w, up, float("nan")) == full

@@ -461,13 +461,49 @@ def fit_level_plane(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, up: 
     return best_up, offset
 
 
+LEVEL_FALLBACK_SPAN = 0.1
+"""A view whose coarse level sweep finds too few matches sweeps the world heights the other view's found; without
+them, the fitted plane's height plus or minus this share of the cameras' mean height above it."""
+
+
+def _shared_level_ranges(ranges: list[tuple[float, float]], full: list[tuple[float, float]], c2w: torch.Tensor,
+                         normal: torch.Tensor, offset: float) -> list[tuple[float, float]]:
+    """The level sweep's inverse-height ranges, each view the coarse search left at its ``full`` range (too few
+    matches) given the world heights found in the other view, or around the fitted plane ``normal . X = offset``.
+
+    Level planes are one family in the world, so a height range found from one camera holds for the other. Left at
+    the full range, 96 hypotheses step ~20 % in height: the two-way check then fails everywhere, also in the view
+    that found its range (a held-out pair 55 degrees apart kept no depth at all; with the shared range its floor
+    matched on 22-28 % of each view)."""
+    cameras = [float(normal @ c2w[r, :3, 3]) for r in range(2)]
+    found = [(cameras[r] - 1.0 / lo, cameras[r] - 1.0 / hi)
+             for r, (lo, hi) in enumerate(ranges) if (lo, hi) != tuple(full[r]) and lo > 0]
+    if len(found) == 2 or (not found and np.isnan(offset)):
+        return ranges
+    if found:
+        low, high = min(f[0] for f in found), max(f[1] for f in found)
+    else:
+        span = LEVEL_FALLBACK_SPAN * float(np.mean([c - offset for c in cameras]))
+        low, high = offset - abs(span), offset + abs(span)
+    shared = []
+    for r, (lo, hi) in enumerate(ranges):
+        below, above = cameras[r] - low, cameras[r] - high  # the camera's heights above the range's ends
+        new_lo = max(lo, 1.0 / below) if below > 0 else lo
+        new_hi = min(hi, 1.0 / above) if above > 0 else hi
+        keep = (lo, hi) != tuple(full[r]) or not new_lo < new_hi
+        shared.append((lo, hi) if keep else (new_lo, new_hi))
+    return shared
+
+
 def _level_matches(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full: list[tuple[float, float]],
                    opts: StereoOptions, coarse: bool) -> tuple[list[_Match], torch.Tensor | None]:
     """Winners of the sweep over level planes (:func:`ground_slant`), its range narrowed at half resolution when
     ``coarse``, and the fitted plane (``StereoResult.plane``)."""
     heights = [(lo, GROUND_REACH * hi) for lo, hi in full]
     up, offset = fit_level_plane(gray, K, c2w, up_direction(c2w), heights)
-    ranges = _coarse_ranges(gray, K, c2w, heights, opts, up) if coarse else heights
+    ranges = heights
+    if coarse:
+        ranges = _shared_level_ranges(_coarse_ranges(gray, K, c2w, heights, opts, up), heights, c2w, up, offset)
     plane = None if np.isnan(offset) else torch.cat([up, torch.tensor([offset])])
     return _match_views(gray, K, c2w, ranges, opts.ground_hypotheses, opts, up=up), plane
 
