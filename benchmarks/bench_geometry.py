@@ -1,6 +1,6 @@
 """Geometry from the inputs: stereo accuracy, warped-render baselines, a real capture, and timing (prints tables).
 
-    python benchmarks/bench_geometry.py [--scenes 8] [--resolution 256] [--skip-dtu]
+    python benchmarks/bench_geometry.py [--scenes 8] [--resolution 256] [--skip dtu time ...]
 
 1. Depth accuracy on held-out procedural pairs (demo split, object and room): the reference pair (views 0, 1) of
    the 2-to-2 evaluation scenes, and a wider pair (views 0 and 7 of an 8-view render of the same scene index),
