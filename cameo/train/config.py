@@ -180,7 +180,7 @@ class DepthNetConfig:
     """The ``cameo-train depth`` stage: the one-photo depth network (``cameo.geometry.mono_depth``) trained on the
     run's procedural samples and their rendered depth; exports carry it as ``depth/`` when it exists."""
 
-    steps: int = 3000
+    steps: int = 4500
     lr: float = 1e-3
     batch_size: int = 32
     """Images per step (whole samples of ``data.num_views`` views)."""
