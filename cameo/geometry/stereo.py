@@ -462,8 +462,8 @@ def fit_level_plane(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, up: 
 
 
 LEVEL_FALLBACK_SPAN = 0.1
-"""A view whose coarse level sweep finds too few matches sweeps the world heights the other view's found; without
-them, the fitted plane's height plus or minus this share of the cameras' mean height above it."""
+"""A view whose coarse level sweep finds too few matches sweeps the world heights the other view found; when neither
+found any, the fitted plane's height plus or minus this share of the cameras' mean height above it."""
 
 
 def _shared_level_ranges(ranges: list[tuple[float, float]], full: list[tuple[float, float]], c2w: torch.Tensor,
@@ -498,7 +498,8 @@ def _shared_level_ranges(ranges: list[tuple[float, float]], full: list[tuple[flo
 def _level_matches(gray: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, full: list[tuple[float, float]],
                    opts: StereoOptions, coarse: bool) -> tuple[list[_Match], torch.Tensor | None]:
     """Winners of the sweep over level planes (:func:`ground_slant`), its range narrowed at half resolution when
-    ``coarse``, and the fitted plane (``StereoResult.plane``)."""
+    ``coarse`` (and shared between the views, :func:`_shared_level_ranges`), and the fitted plane
+    (``StereoResult.plane``)."""
     heights = [(lo, GROUND_REACH * hi) for lo, hi in full]
     up, offset = fit_level_plane(gray, K, c2w, up_direction(c2w), heights)
     ranges = heights
