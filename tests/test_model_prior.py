@@ -274,7 +274,6 @@ def test_training_priors_proxy_gives_lone_references_the_plane_through_the_look_
     torch.testing.assert_close(proxy[:, 0], exact[:, 0])  # the reference still sees itself at mask 1
 
 
-
 def test_training_priors_depth_net_stand_in_warps_lone_references_at_full_mask():
     """``stand_in: depth_net``: a network predicting the look-at plane (the wall) gives a lone reference's targets
     exactly what exact depth gives, at mask 1; without the network the config is refused."""

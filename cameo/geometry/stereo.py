@@ -475,13 +475,16 @@ def _shared_level_ranges(ranges: list[tuple[float, float]], full: list[tuple[flo
     the full range, 96 hypotheses step ~20 % in height: the two-way check then fails everywhere, also in the view
     that found its range (a held-out pair 55 degrees apart kept no depth at all; with the shared range its floor
     matched on 22-28 % of each view)."""
+    failed = [tuple(own) == tuple(whole) for own, whole in zip(ranges, full)]  # what _narrowed_range falls back to
+    if not any(failed):
+        return ranges
     cameras = [float(normal @ c2w[r, :3, 3]) for r in range(2)]
     found = [(cameras[r] - 1.0 / lo, cameras[r] - 1.0 / hi)
-             for r, (lo, hi) in enumerate(ranges) if (lo, hi) != tuple(full[r]) and lo > 0]
-    if len(found) == 2 or (not found and np.isnan(offset)):
-        return ranges
+             for r, (lo, hi) in enumerate(ranges) if not failed[r] and lo > 0]
     if found:
         low, high = min(f[0] for f in found), max(f[1] for f in found)
+    elif np.isnan(offset):
+        return ranges
     else:
         span = LEVEL_FALLBACK_SPAN * float(np.mean([c - offset for c in cameras]))
         low, high = offset - abs(span), offset + abs(span)
@@ -490,8 +493,7 @@ def _shared_level_ranges(ranges: list[tuple[float, float]], full: list[tuple[flo
         below, above = cameras[r] - low, cameras[r] - high  # the camera's heights above the range's ends
         new_lo = max(lo, 1.0 / below) if below > 0 else lo
         new_hi = min(hi, 1.0 / above) if above > 0 else hi
-        keep = (lo, hi) != tuple(full[r]) or not new_lo < new_hi
-        shared.append((lo, hi) if keep else (new_lo, new_hi))
+        shared.append((new_lo, new_hi) if failed[r] and new_lo < new_hi else (lo, hi))
     return shared
 
 
