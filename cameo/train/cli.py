@@ -11,6 +11,7 @@ Examples:
   cameo-train --config demo-cpu --model.preset tiny --model.init-from None --data.resolution 16 \
       --data.source dtu --data.path DTU_SCAN --data.val-scenes 0 --data.pointmaps stereo   # a real capture, CAMEO on
   cameo-train export --config demo-cpu --out assets/model --half   # export the newest checkpoint (fp16 weights)
+  cameo-train reproduce --config demo-cpu-proxy --out assets/model --half   # every stage of the bundled model
   accelerate launch --num_processes 2 -m cameo.train.cli --config sd21-re10k --model.pretrained /models/sd21
 """
 
@@ -24,7 +25,7 @@ import tyro
 from cameo.train.config import ConfigError, TrainConfig, load_config, shipped_configs
 
 
-STAGES = ("train", "autoencoder", "depth", "export")
+STAGES = ("train", "autoencoder", "depth", "export", "reproduce")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +34,10 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] + "\n\nstages: train (default) trains the diffusion model, after "
         "training the small autoencoder when a latent preset lacks it; autoencoder trains only that codec; depth "
         "trains the one-photo depth network (<output_dir>/depth, carried by exports as depth/); export copies the "
-        "newest complete checkpoint of the run into a standalone model folder.",
+        "newest complete checkpoint of the run into a standalone model folder; reproduce trains, in order, every "
+        "config the given one warm-starts from (its model.init_from is another config's <output_dir>/model) and "
+        "then the config itself, each unless already trained (an interrupted one resumes), then its depth network, "
+        "and exports it (--out, --half).",
         epilog="Every other option overrides a config field, e.g. --optim.lr 1e-4 --cameo.no-enabled "
         "--data.path DIR. `cameo-train --config NAME --help` lists them all with the config's values. "
         "Real captures (--data.source dtu|nerfstudio|colmap|realestate10k|co3d; lens distortion is undistorted on "
@@ -42,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "<output_dir>/pointmaps), vggt (--data.vggt-checkpoint, a local VGGT-1B model.pt) or auto (depth if the "
         "dataset has it, else stereo). "
         f"Shipped configs: {', '.join(shipped_configs())} (or a YAML path).",
-        usage="cameo-train [train|autoencoder|depth|export] --config CONFIG [--resume] [--out DIR] [--half] "
+        usage="cameo-train [train|autoencoder|depth|export|reproduce] --config CONFIG [--resume] [--out DIR] [--half] "
         "[--section.field VALUE ...]",
         add_help=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="shipped config name or path to a YAML config")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in output_dir from its newest complete checkpoint")
-    parser.add_argument("--out", help="export: the model folder to write (default: <output_dir>/model)")
-    parser.add_argument("--half", action="store_true", help="export: store weights as float16 (half the size)")
+    parser.add_argument("--out", help="export, reproduce: the model folder to write (default: <output_dir>/model)")
+    parser.add_argument("--half", action="store_true",
+                        help="export, reproduce: store weights as float16 (half the size)")
     parser.add_argument("-h", "--help", action="store_true", help="show this help (with --config: all fields)")
     return parser
 
@@ -66,6 +71,9 @@ def parse(argv: list[str] | None = None) -> tuple[str, TrainConfig, argparse.Nam
         parser.print_help()
         raise SystemExit(0 if args.help else 2)
     base = load_config(args.config)
+    if stage == "reproduce" and rest and not args.help:
+        parser.error(f"reproduce trains each config of the chain as it is written; {' '.join(rest)}: change "
+                     "the YAML files instead (or train a stage alone with cameo-train --config ... --resume)")
     overrides = rest + (["--help"] if args.help else [])
     cfg = tyro.cli(TrainConfig, default=base, args=overrides, prog=f"cameo-train --config {args.config}",
                    description="Config fields (defaults shown are this config's values).")
@@ -80,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             from cameo.train.loop import export_run
 
             print(f"model -> {export_run(cfg, args.out, half=args.half)}", file=sys.stderr)
+            return 0
+        if stage == "reproduce":
+            from cameo.train.chain import reproduce
+
+            print(f"model -> {reproduce(args.config, args.out, half=args.half)}", file=sys.stderr)
             return 0
         from accelerate import PartialState
 
@@ -114,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         export = train(cfg, build_components, resume=args.resume, validate=psnr_validation)
         print(f"model -> {export}", file=sys.stderr)
         return 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as error:
         print(f"cameo-train: error: {error}", file=sys.stderr)
         return 2
 
