@@ -48,6 +48,12 @@ def test_a_loop_of_warm_starts_is_refused(tmp_path) -> None:
         chain.warm_start_chain(str(last))
 
 
+def test_a_chain_starting_from_a_missing_folder_names_the_config_and_field(tmp_path) -> None:
+    last = _config(tmp_path, "b", tmp_path / "nowhere" / "model", 0)
+    with pytest.raises(ConfigError, match=r"b\.yaml: model\.init_from .*nowhere"):
+        chain.warm_start_chain(str(last))
+
+
 def test_reproduce_trains_the_stages_in_order_then_skips_what_is_trained(tmp_path) -> None:
     torch.set_num_threads(1)
     _config(tmp_path, "first", None, 0)

@@ -59,6 +59,10 @@ def warm_start_chain(name_or_path: str) -> list[Stage]:
         if any(stage.path.resolve() == producer.resolve() for stage in chain):
             raise ConfigError(f"{producer}: the warm-start chain of {last} loops back to it")
         chain.insert(0, Stage(producer, load_config(str(producer))))
+    start = chain[0].cfg.model.init_from
+    if start and not Path(start).is_dir():
+        raise ConfigError(f"{chain[0].path}: model.init_from {start!r} is neither a model folder nor the export of a "
+                          f"config in {CONFIG_DIR} or beside {last}")
     return chain
 
 
