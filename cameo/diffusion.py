@@ -58,8 +58,15 @@ def noise_targets(
     return NoisedBatch(noisy=noisy, timesteps=timesteps, target=target)
 
 
-def denoising_loss(prediction: torch.Tensor, target: torch.Tensor, ref_mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the target views only (fp32)."""
-    per_view = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(2).mean(-1)  # [B, F]
+def denoising_loss(prediction: torch.Tensor, target: torch.Tensor, ref_mask: torch.Tensor,
+                   pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over the target views only (fp32); ``pixel_weights [B,F,1,h,w]`` (the model space's
+    size) weight each view's positions, the view's error being their weighted mean."""
+    error = F.mse_loss(prediction.float(), target.float(), reduction="none")
+    if pixel_weights is None:
+        per_view = error.flatten(2).mean(-1)  # [B, F]
+    else:
+        weights = pixel_weights.float().expand_as(error)
+        per_view = (error * weights).flatten(2).sum(-1) / weights.flatten(2).sum(-1).clamp_min(1e-8)
     weights = (~ref_mask).to(per_view.dtype)
     return (per_view * weights).sum() / weights.sum().clamp_min(1.0)

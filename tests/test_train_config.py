@@ -11,7 +11,7 @@ from cameo.train.cli import main, parse
 from cameo.train.config import CONFIG_DIR, ConfigError, dump_config, load_config
 
 SHIPPED = ["demo-cpu", "demo-cpu-refine", "demo-cpu-covisible", "demo-cpu-extrapolate", "demo-cpu-proxy",
-           "demo-cpu-monodepth", "demo-cpu-cat3d", "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
+           "demo-cpu-unseen", "demo-cpu-monodepth", "demo-cpu-cat3d", "bench-cameo", "bench-baseline", "bench-cameo-mean-head", "sd21-re10k", "sd21-co3d"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -40,6 +40,23 @@ def test_train_loss_ignores_references():
     assert denoising_loss(pred, target, mask) == 4.0 / 4  # one of the four target views is off by 2
 
 
+def test_train_loss_weighs_measured_prior_pixels_by_measured_weight():
+    from cameo.train.loop import _pixel_weights
+
+    target = torch.zeros(1, 2, 12, 2, 2)  # model space: 4x4 pixels folded 2x2 into 2x2 positions
+    pred = torch.ones_like(target)
+    pred[0, 1, :, 0, 0] = 3.0  # the error at the measured position is 9, elsewhere 1
+    refs = torch.tensor([[True, False]])
+    prior = torch.zeros(1, 2, 4, 4, 4)
+    prior[0, 1, 3, :2, :2] = 1.0  # the top-left position of the target is measured
+    assert _pixel_weights(prior, 1.0, pred) is None  # every pixel alike: the plain loss
+    assert denoising_loss(pred, target, refs) == (9 + 3) / 4
+    weights = _pixel_weights(prior, 0.25, pred)
+    assert weights.shape == (1, 2, 1, 2, 2) and float(weights[0, 1, 0, 0, 0]) == 0.25
+    assert denoising_loss(pred, target, refs, weights) == (0.25 * 9 + 3) / 3.25
+    assert denoising_loss(pred, target, refs, _pixel_weights(prior, 0.0, pred)) == 1.0  # only what no prior shows
+
+
 def test_train_camera_conditioning_invariant_to_world_similarity():
     f = 4
     eye = torch.tensor([[2.0, 0, -3], [3, 0.5, -2], [-1, 0, -3.5], [0, -1, -4]])

@@ -152,6 +152,10 @@ class PriorConfig:
     proxy: bool = False
     """References left without depth (a lone one after the ``covisible`` cut) get the proxy prior sampling gives a
     lone photo (``cameo.priors.add_proxy``); the exported model records it (``prior_proxy``)."""
+    measured_weight: float = 1.0
+    """Weight in the denoising loss of target pixels whose prior is measured (mask 1), against 1 for the rest:
+    sampling keeps those pixels as the prior shows them (the anchor), so below 1 the model spends its capacity on
+    what no reference shows (1: every pixel alike)."""
     stand_in: Literal["plane", "depth_net"] = "plane"
     """What ``proxy`` gives a reference without depth: the proxy plane at mask 0.5 (``cameo.priors.add_proxy``), or
     the reference warped through the run's one-photo depth network at mask 1 (``cameo.priors.add_estimated``, as

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
@@ -321,7 +322,8 @@ def _losses(
     with accelerator.autocast():
         prediction, attention = parts.forward(unet, noised.noisy, noised.timesteps, plucker, ref_mask, drop, use_cameo,
                                               **extra)
-    loss_denoise = denoising_loss(prediction, noised.target, ref_mask)
+    loss_denoise = denoising_loss(prediction, noised.target, ref_mask,
+                                  _pixel_weights(extra.get("prior"), cfg.prior.measured_weight, prediction))
     terms = {"loss_denoise": loss_denoise}
     loss = loss_denoise
     if use_cameo:
@@ -333,6 +335,18 @@ def _losses(
         loss = loss + cfg.cameo.weight * loss_cameo
     terms["loss"] = loss
     return terms
+
+
+def _pixel_weights(prior: torch.Tensor | None, measured_weight: float, prediction: torch.Tensor
+                   ) -> torch.Tensor | None:
+    """``[B,F,1,h,w]`` loss weights at the model space's size: ``measured_weight`` where the prior ``[B,F,4,H,W]``
+    is measured (mask 1), 1 elsewhere, averaged over each position's pixels; None when every pixel counts alike."""
+    if prior is None or measured_weight == 1.0:
+        return None
+    b, f = prior.shape[:2]
+    measured = (prior[:, :, 3:] >= 1.0).float().flatten(0, 1)
+    weights = F.adaptive_avg_pool2d(1.0 + (measured_weight - 1.0) * measured, prediction.shape[-2:])
+    return weights.unflatten(0, (b, f))
 
 
 def _to_model_space(parts: Components, images: torch.Tensor) -> torch.Tensor:
