@@ -45,20 +45,21 @@ def warm_start_chain(name_or_path: str) -> list[Stage]:
     of the stage before it; the first starts from a model folder no candidate config produces (a shipped model, a
     pretrained checkpoint) or from scratch."""
     last = resolve_config_path(name_or_path)
-    producers: dict[Path, Path] = {}
+    producers: dict[Path, Stage] = {}
     for path in _candidates(last):
         try:
-            producers.setdefault((Path(load_config(str(path)).output_dir) / EXPORT).resolve(), path)
+            stage = Stage(path, load_config(str(path)))
         except ConfigError:
             continue  # a YAML file beside the config that is not a training config
+        producers.setdefault(stage.export.resolve(), stage)
     chain = [Stage(last, load_config(str(last)))]
     while chain[0].cfg.model.init_from:
         producer = producers.get(Path(chain[0].cfg.model.init_from).resolve())
         if producer is None:
             break
-        if any(stage.path.resolve() == producer.resolve() for stage in chain):
-            raise ConfigError(f"{producer}: the warm-start chain of {last} loops back to it")
-        chain.insert(0, Stage(producer, load_config(str(producer))))
+        if any(stage.path.resolve() == producer.path.resolve() for stage in chain):
+            raise ConfigError(f"{producer.path}: the warm-start chain of {last} loops back to it")
+        chain.insert(0, producer)
     start = chain[0].cfg.model.init_from
     if start and not Path(start).is_dir():
         raise ConfigError(f"{chain[0].path}: model.init_from {start!r} is neither a model folder nor the export of a "
