@@ -278,10 +278,15 @@ def _load_codec(folder: Path, unet: MultiViewUNet, device: torch.device) -> Late
                            f"needs the codec (vae/config.json + weights, AutoencoderKL.save_pretrained)")
 
 
+def has_depth_net(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` (a model folder, or a run's output_dir) holds a ``depth/`` network."""
+    return (Path(folder) / DEPTH_FOLDER / "config.json").is_file()
+
+
 def load_depth_net(folder: Path, device: torch.device) -> MonoDepthNet | None:
     """The ``depth/`` network of ``folder`` (a model folder, or a run's output_dir) in eval mode on ``device``
     (float32), or None when it has none."""
-    if not (folder / DEPTH_FOLDER / "config.json").is_file():
+    if not has_depth_net(folder):
         return None
     net = MonoDepthNet.from_pretrained(str(folder / DEPTH_FOLDER), local_files_only=True, torch_dtype=torch.float32)
     return net.to(device).eval()

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cameo.model_folder import DEPTH_FOLDER
+from cameo.model_folder import has_depth_net
 from cameo.train.checkpoint import TRAINER_STATE, latest_checkpoint
 from cameo.train.config import CONFIG_DIR, ConfigError, TrainConfig, load_config, resolve_config_path
 from cameo.train.loop import EXPORT
@@ -96,7 +96,7 @@ def reproduce(name_or_path: str, out: str | None = None, half: bool = False) -> 
         print(f"stage {number}/{len(chain)} {stage.cfg.name}", file=sys.stderr)
         _run(["--config", str(stage.path), "--resume"])
     last = chain[-1]
-    if last.cfg.depth_net.steps > 0 and not (Path(last.cfg.output_dir) / DEPTH_FOLDER / "config.json").is_file():
+    if last.cfg.depth_net.steps > 0 and not has_depth_net(last.cfg.output_dir):
         _run(["depth", "--config", str(last.path), "--resume"])
     if out is None and not half and not _depth_missing(last):
         return last.export
@@ -107,5 +107,4 @@ def reproduce(name_or_path: str, out: str | None = None, half: bool = False) -> 
 
 def _depth_missing(stage: Stage) -> bool:
     """The run has a depth network its export does not carry yet (trained after the diffusion stage exported)."""
-    trained = (Path(stage.cfg.output_dir) / DEPTH_FOLDER / "config.json").is_file()
-    return trained and not (stage.export / DEPTH_FOLDER / "config.json").is_file()
+    return has_depth_net(stage.cfg.output_dir) and not has_depth_net(stage.export)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cameo.atomic import write_text_atomic
 from cameo.diffusion import camera_conditioning, denoising_loss, noise_targets
-from cameo.model_folder import DEPTH_FOLDER, ModelConfig, write_model_folder
+from cameo.model_folder import DEPTH_FOLDER, ModelConfig, has_depth_net, write_model_folder
 from cameo.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -409,9 +409,9 @@ def export_model(checkpoint: Path, export: Path, cfg: TrainConfig, codec: Any, h
     if (checkpoint / "cameo_head.safetensors").is_file():
         extra["cameo_head.safetensors"] = checkpoint / "cameo_head.safetensors"
     config = ModelConfig.for_unet(unet_config, cfg.data.resolution, cfg.data.num_views)
-    depth = Path(cfg.output_dir) / DEPTH_FOLDER  # ``cameo-train depth`` of the same run, when it was trained
+    run = Path(cfg.output_dir)  # its ``depth/``: ``cameo-train depth`` of the same run, when it was trained
     write_model_folder(export, unet, checkpoint / "scheduler", codec, config, extra, half=half, overwrite=True,
-                       depth_net=depth if (depth / "config.json").is_file() else None)
+                       depth_net=run / DEPTH_FOLDER if has_depth_net(run) else None)
 
 
 def export_run(cfg: TrainConfig, out: str | Path | None = None, half: bool = False) -> Path:
