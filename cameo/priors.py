@@ -180,11 +180,17 @@ def with_stand_ins(priors: torch.Tensor, cloud: PointCloud | None, ref_images: t
     return filled, None if depth_net is None else estimated_anchor_weights(priors, filled)
 
 
+def measured_pixels(prior: torch.Tensor) -> torch.Tensor:
+    """``[..., 1, H, W]`` bool: the pixels of priors ``[..., 4, H, W]`` that show measured depth (mask 1), not a
+    proxy's or the hull's guess (mask 0.5) and not a hole (0)."""
+    return prior[..., 3:, :, :] >= 1.0 - 1e-6
+
+
 def estimated_anchor_weights(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
     """Per-pixel anchor weights ``[..., 1, H, W]`` of priors ``after`` = ``before`` + what
     :func:`stand_ins_for_depthless` added: :data:`ESTIMATED_ANCHOR` on pixels it added at mask 1 (one-photo depth),
     1 elsewhere."""
-    added = (after[..., 3:, :, :] >= 1.0 - 1e-6) & (before[..., 3:, :, :] == 0)
+    added = measured_pixels(after) & (before[..., 3:, :, :] == 0)
     return torch.where(added, ESTIMATED_ANCHOR, 1.0)
 
 
@@ -222,7 +228,7 @@ def prior_anchor(codec: LatentCodec, prior: torch.Tensor, strength: float, until
     b, f = prior.shape[:2]
     with torch.no_grad():
         latents = codec.encode(prior[:, :, :3].flatten(0, 1))
-    held = (prior[:, :, 3:] >= 1.0 - 1e-6).float()  # measured pixels only (mask 1, not a proxy's)
+    held = measured_pixels(prior).float()
     if weights is not None:
         held = held * weights.to(held)
     covered = _latent_mask(codec, held.flatten(0, 1), prior.shape[-1] // latents.shape[-1])

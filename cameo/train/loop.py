@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from cameo.atomic import write_text_atomic
 from cameo.diffusion import camera_conditioning, denoising_loss, noise_targets
 from cameo.model_folder import DEPTH_FOLDER, ModelConfig, has_depth_net, write_model_folder
+from cameo.priors import measured_pixels
 from cameo.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -344,7 +345,7 @@ def _pixel_weights(prior: torch.Tensor | None, measured_weight: float, predictio
     if prior is None or measured_weight == 1.0:
         return None
     b, f = prior.shape[:2]
-    measured = (prior[:, :, 3:] >= 1.0).float().flatten(0, 1)
+    measured = measured_pixels(prior).float().flatten(0, 1)  # what the sampler's anchor holds
     weights = F.adaptive_avg_pool2d(1.0 + (measured_weight - 1.0) * measured, prediction.shape[-2:])
     return weights.unflatten(0, (b, f))
 
