@@ -79,6 +79,14 @@ def test_reproduce_trains_the_stages_in_order_then_skips_what_is_trained(tmp_pat
     assert (tmp_path / "again" / "depth" / "config.json").is_file()
 
 
+def test_a_failing_stage_stops_the_reproduction_with_exit_status_2(tmp_path, capsys) -> None:
+    (tmp_path / "empty").mkdir()  # a folder, but no model in it: the stage's warm start fails in its process
+    last = _config(tmp_path, "broken", tmp_path / "empty", 0)
+    assert main(["reproduce", "--config", str(last)]) == 2
+    assert "failed (exit status" in capsys.readouterr().err
+    assert not (tmp_path / "broken" / "model").exists()
+
+
 def test_reproduce_takes_no_field_overrides(tmp_path, capsys) -> None:
     last = _config(tmp_path, "only", None, 0)
     with pytest.raises(SystemExit) as exit_info:

@@ -75,12 +75,16 @@ def is_trained(stage: Stage) -> bool:
     return json.loads((checkpoint / TRAINER_STATE).read_text())["step"] >= stage.cfg.optim.max_steps
 
 
+class StageFailed(RuntimeError):
+    """A ``cameo-train`` process of the reproduction exited with an error."""
+
+
 def _run(args: list[str]) -> None:
     """``cameo-train ARGS`` in its own process; a failed stage stops the reproduction with its exit status."""
     print("cameo-train " + " ".join(args), file=sys.stderr, flush=True)
     done = subprocess.run([sys.executable, "-m", "cameo.train", *args])
     if done.returncode != 0:
-        raise RuntimeError(f"`cameo-train {' '.join(args)}` failed (exit status {done.returncode}); rerun "
+        raise StageFailed(f"`cameo-train {' '.join(args)}` failed (exit status {done.returncode}); rerun "
                            f"`cameo-train reproduce` to continue from its last checkpoint")
 
 

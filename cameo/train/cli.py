@@ -90,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model -> {export_run(cfg, args.out, half=args.half)}", file=sys.stderr)
             return 0
         if stage == "reproduce":
-            from cameo.train.chain import reproduce
+            from cameo.train.chain import StageFailed, reproduce
 
-            print(f"model -> {reproduce(args.config, args.out, half=args.half)}", file=sys.stderr)
+            try:
+                print(f"model -> {reproduce(args.config, args.out, half=args.half)}", file=sys.stderr)
+            except StageFailed as error:  # the stage printed its own error above
+                print(f"cameo-train: error: {error}", file=sys.stderr)
+                return 2
             return 0
         from accelerate import PartialState
 
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         export = train(cfg, build_components, resume=args.resume, validate=psnr_validation)
         print(f"model -> {export}", file=sys.stderr)
         return 0
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as error:
         print(f"cameo-train: error: {error}", file=sys.stderr)
         return 2
 
